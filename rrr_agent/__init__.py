@@ -1,0 +1,158 @@
+"""rrr: Reflect, Retry, Reward.
+
+Wrap any model in attempt → verify → reflect → retry, log every trajectory as JSONL, and train the
+model's reflections with GRPO (``rrr_trainer``). Importing this package is cheap: litellm is
+imported on the first model call, and torch, transformers, trl, vllm and textual never.
+
+    from rrr_agent import Engine, Task
+
+    engine = Engine("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
+    task = Task.from_prompt("What is 17 * 3?", {"type": "exact", "expected": "51"}, family="math")
+    trajectory = engine.run_sync(task)
+"""
+
+from ._conversation import build_conversation
+from ._engine import Engine, RunResult
+from ._errors import (
+    ConfigError,
+    DataError,
+    InfrastructureError,
+    LogFileError,
+    MalformedResponse,
+    MissingExtraError,
+    ModelConnectionError,
+    ModelRequestError,
+    ModelTimeout,
+    RateLimited,
+    RRRError,
+    ServerError,
+    TaskFileError,
+    VerificationFailed,
+    VerifierError,
+    VerifierSpecError,
+)
+from ._events import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    GroupFinished,
+    Hooks,
+    ReflectionFinished,
+    ReflectionStarted,
+    RetryStarted,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TransportRetry,
+    Verified,
+)
+from ._models import LiteLLMClient, ModelClient, RetryPolicy
+from ._prompts import Prompt, PromptLibrary
+from ._scripted import ScriptedError, ScriptedModel, ScriptedReply
+from ._settings import Settings, data_dir, load_settings
+from ._store import (
+    ErrorLog,
+    LineProblem,
+    ReadReport,
+    TrajectoryFilter,
+    TrajectoryStore,
+    read_trajectories,
+)
+from ._summary import Summary, summarize
+from ._tasks import iter_tasks, load_tasks
+from ._types import (
+    SCHEMA_VERSION,
+    Attempt,
+    Candidate,
+    FunctionCall,
+    LoopOptions,
+    Message,
+    ModelOutput,
+    Outcome,
+    Reflection,
+    ReflectionGroup,
+    SamplingParams,
+    Task,
+    ToolCall,
+    Trajectory,
+    Usage,
+    Verdict,
+    VerifierSpec,
+)
+from .verifiers import Verifier, build_verifier, register_verifier
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Attempt",
+    "AttemptFinished",
+    "AttemptStarted",
+    "Candidate",
+    "ConfigError",
+    "DataError",
+    "Engine",
+    "ErrorLog",
+    "Event",
+    "FunctionCall",
+    "GroupFinished",
+    "Hooks",
+    "InfrastructureError",
+    "LineProblem",
+    "LiteLLMClient",
+    "LogFileError",
+    "LoopOptions",
+    "MalformedResponse",
+    "Message",
+    "MissingExtraError",
+    "ModelClient",
+    "ModelConnectionError",
+    "ModelOutput",
+    "ModelRequestError",
+    "ModelTimeout",
+    "Outcome",
+    "Prompt",
+    "PromptLibrary",
+    "RRRError",
+    "RateLimited",
+    "ReadReport",
+    "Reflection",
+    "ReflectionFinished",
+    "ReflectionGroup",
+    "ReflectionStarted",
+    "RetryPolicy",
+    "RetryStarted",
+    "RunFailed",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "SamplingParams",
+    "ScriptedError",
+    "ScriptedModel",
+    "ScriptedReply",
+    "ServerError",
+    "Settings",
+    "Summary",
+    "Task",
+    "TaskFileError",
+    "ToolCall",
+    "Trajectory",
+    "TrajectoryFilter",
+    "TrajectoryStore",
+    "TransportRetry",
+    "Usage",
+    "VerificationFailed",
+    "Verified",
+    "Verifier",
+    "VerifierError",
+    "VerifierSpec",
+    "VerifierSpecError",
+    "build_conversation",
+    "build_verifier",
+    "data_dir",
+    "iter_tasks",
+    "load_settings",
+    "load_tasks",
+    "read_trajectories",
+    "register_verifier",
+    "summarize",
+]
+

@@ -1,0 +1,529 @@
+"""The one loop engine: attempt → verify → (reflect → retry → verify)*, async, emitting events.
+
+The SDK, the proxy, the TUI and evaluation all run tasks through :class:`Engine`; none has a loop of
+its own. What the engine guarantees:
+
+* the conversation continues in place after a failure (see :mod:`rrr_agent._conversation`), with
+  the task family's reflection prompt verbatim (plus the verifier's feedback only when
+  ``show_feedback`` is on);
+* an infrastructure error (timeout, 429, 5xx, refused connection, malformed reply) is retried with
+  backoff and, if it persists, raised: it is never recorded as a failed attempt, so it never
+  becomes training data (it goes to the separate error log instead);
+* with k > 1 reflections per failure, all k branches are logged as a group with their rewards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ._conversation import reflection_messages, retry_messages
+from ._errors import (
+    InfrastructureError,
+    RRRError,
+    VerificationFailed,
+    VerifierError,
+    VerifierSpecError,
+)
+from ._events import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    GroupFinished,
+    Hooks,
+    ReflectionFinished,
+    ReflectionStarted,
+    RetryStarted,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TransportRetry,
+    Verified,
+)
+from ._models import ModelClient, RetryPolicy, call_with_retries, resolve_client
+from ._prompts import PromptLibrary
+from ._store import ErrorLog, TrajectoryStore
+from ._types import (
+    Attempt,
+    Candidate,
+    LoopOptions,
+    ModelOutput,
+    Outcome,
+    Reflection,
+    ReflectionGroup,
+    SamplingParams,
+    Task,
+    Trajectory,
+    Verdict,
+    utcnow,
+)
+from .verifiers import Verifier, build_verifier
+
+__all__ = ["Engine", "RunResult"]
+
+
+@lru_cache(maxsize=1)
+def rrr_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rrr-agent")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Outcome of one task in a batch: a trajectory, or the error that stopped it."""
+
+    task: Task
+    trajectory: Trajectory | None = None
+    error: RRRError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.trajectory is not None
+
+
+EventCallback = Callable[[Event], Awaitable[None] | None]
+
+
+class Engine:
+    """Runs tasks through the reflect-retry loop with one model.
+
+    ``model`` is a litellm model string (``hosted_vllm/name``, ``openai/gpt-4o-mini``,
+    ``scripted/x``...) or any :class:`ModelClient`. ``store`` receives every finished trajectory;
+    ``error_log`` every run stopped by an error (never the trajectory store).
+    """
+
+    def __init__(
+        self,
+        model: str | ModelClient,
+        *,
+        options: LoopOptions | None = None,
+        sampling: SamplingParams | None = None,
+        store: TrajectoryStore | None = None,
+        error_log: ErrorLog | None = None,
+        hooks: Hooks | None = None,
+        prompts: PromptLibrary | None = None,
+        timeout_s: float | None = 120.0,
+        retry_policy: RetryPolicy | None = None,
+        model_revision: str | None = None,
+        api_base: str | None = None,
+        api_key: str | None = None,
+    ):
+        self.client = resolve_client(model, api_base=api_base, api_key=api_key)
+        self.options = options or LoopOptions()
+        self.sampling = sampling or SamplingParams()
+        self.store = store
+        self.error_log = error_log
+        self.hooks = hooks or Hooks()
+        self.prompts = prompts or PromptLibrary()
+        self.timeout_s = timeout_s
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.model_revision = model_revision
+
+    @property
+    def model(self) -> str:
+        return self.client.model
+
+    # ------------------------------------------------------------------ single task
+
+    async def run(
+        self,
+        task: Task | dict[str, Any],
+        *,
+        on_event: EventCallback | None = None,
+        raise_on_failure: bool = False,
+    ) -> Trajectory:
+        """Solve one task; returns its trajectory (also appended to the store).
+
+        Raises :class:`InfrastructureError` when the model could not be reached after transport
+        retries, :class:`VerifierError` when the verifier crashed, :class:`VerifierSpecError` for a
+        bad spec (before any model call), and :class:`VerificationFailed` when every attempt failed
+        and ``raise_on_failure`` is set.
+        """
+        task = task if isinstance(task, Task) else Task.model_validate(task)
+        verifier = build_verifier(task.verifier)
+        state = _Run(self, task, verifier, on_event)
+        try:
+            trajectory = await state.execute()
+        except (InfrastructureError, VerifierError) as exc:
+            await state.emit(
+                RunFailed(
+                    trajectory_id=state.id,
+                    task_id=task.id,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    stage=state.stage,
+                )
+            )
+            if self.error_log is not None:
+                self.error_log.append_error(
+                    task=task, model=self.model, error=exc, stage=state.stage, run_id=state.id
+                )
+            raise
+        if self.store is not None:
+            if self.store.fsync:
+                await asyncio.to_thread(self.store.append, trajectory)
+            else:
+                self.store.append(trajectory)
+        await state.emit(RunFinished(trajectory_id=state.id, task_id=task.id, trajectory=trajectory))
+        if raise_on_failure and not trajectory.passed:
+            raise VerificationFailed(trajectory)
+        return trajectory
+
+    def run_sync(self, task: Task | dict[str, Any], **kwargs: Any) -> Trajectory:
+        """Blocking form of :meth:`run` (not callable from inside a running event loop)."""
+        _no_running_loop("run_sync", "await engine.run(task)")
+        return asyncio.run(self.run(task, **kwargs))
+
+    async def stream(self, task: Task | dict[str, Any]) -> AsyncIterator[Event]:
+        """Run one task and yield its events as they happen; re-raises the run's error at the end."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        runner = asyncio.create_task(self.run(task, on_event=queue.put_nowait))
+        runner.add_done_callback(lambda _t: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            await runner
+        finally:
+            if not runner.done():
+                runner.cancel()
+
+    # ------------------------------------------------------------------ batches
+
+    async def run_many(
+        self,
+        tasks: Iterable[Task],
+        *,
+        concurrency: int = 8,
+        on_event: EventCallback | None = None,
+    ) -> AsyncIterator[RunResult]:
+        """Run tasks with at most ``concurrency`` in flight; yield results as they finish.
+
+        Per-task errors (infrastructure, verifier, bad spec) come back as ``RunResult.error`` and do
+        not stop the batch. Anything else is a bug and is raised.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        source = iter(tasks)
+        results: asyncio.Queue[RunResult | BaseException | None] = asyncio.Queue()
+
+        async def worker() -> None:
+            try:
+                for task in source:
+                    try:
+                        traj = await self.run(task, on_event=on_event)
+                        results.put_nowait(RunResult(task=task, trajectory=traj))
+                    except (InfrastructureError, VerifierError, VerifierSpecError) as exc:
+                        results.put_nowait(RunResult(task=task, error=exc))
+            except Exception as exc:
+                results.put_nowait(exc)
+            finally:
+                results.put_nowait(None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        running = len(workers)
+        try:
+            while running:
+                item = await results.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for w in workers:
+                if not w.done():
+                    w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def run_many_sync(self, tasks: Iterable[Task], *, concurrency: int = 8) -> list[RunResult]:
+        _no_running_loop("run_many_sync", "async for r in engine.run_many(tasks)")
+
+        async def collect() -> list[RunResult]:
+            return [r async for r in self.run_many(tasks, concurrency=concurrency)]
+
+        return asyncio.run(collect())
+
+
+def _no_running_loop(name: str, alternative: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{name}() cannot run inside an event loop; use `{alternative}` instead")
+
+
+class _Run:
+    """State of one task's run. Not shared between tasks."""
+
+    def __init__(
+        self, engine: Engine, task: Task, verifier: Verifier, on_event: EventCallback | None
+    ):
+        self.engine = engine
+        self.task = task
+        self.verifier = verifier
+        self.on_event = on_event
+        self.id = _new_id()
+        self.stage = "attempt"
+        self.prompt_versions: dict[str, str] = {}
+        self.response_model: str | None = None
+
+    async def emit(self, event: Event) -> None:
+        if self.engine.hooks:
+            await self.engine.hooks.emit(event)
+        if self.on_event is not None:
+            result = self.on_event(event)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def execute(self) -> Trajectory:
+        engine, task, options = self.engine, self.task, self.engine.options
+        started = utcnow()
+        await self.emit(RunStarted(trajectory_id=self.id, task_id=task.id, model=engine.model))
+        await self.emit(AttemptStarted(trajectory_id=self.id, task_id=task.id, index=0))
+        first = await self._generate_attempt(task.openai_messages(), index=0, branch=0, instr=None)
+        attempts: list[Attempt] = [first]
+        verdicts: list[Verdict] = [await self._verify(first)]
+        reflections: list[Reflection] = []
+        groups: list[ReflectionGroup] = []
+
+        while not verdicts[-1].passed and len(attempts) <= options.max_retries:
+            failed_index = len(attempts) - 1
+            instruction = self._reflection_instruction(verdicts[-1])
+            prompt = reflection_messages(task, attempts, reflections, instruction)
+            if options.reflections == 1:
+                chosen = await self._branch(prompt, instruction, failed_index, branch=0)
+            else:
+                group = await self._group(prompt, instruction, failed_index)
+                groups.append(group)
+                await self.emit(GroupFinished(trajectory_id=self.id, task_id=task.id, group=group))
+                chosen = group.candidates[group.chosen]
+            assert chosen.reflection and chosen.retry and chosen.verdict
+            reflections.append(chosen.reflection)
+            attempts.append(chosen.retry)
+            verdicts.append(chosen.verdict)
+
+        if verdicts[0].passed:
+            outcome = Outcome.PASSED_FIRST_TRY
+        elif verdicts[-1].passed:
+            outcome = Outcome.PASSED_AFTER_RETRY
+        else:
+            outcome = Outcome.FAILED
+        return Trajectory(
+            id=self.id,
+            task=task,
+            model=engine.model,
+            model_revision=engine.model_revision,
+            response_model=self.response_model,
+            sampling=engine.sampling,
+            options=options,
+            prompt_versions=self.prompt_versions,
+            attempts=attempts,
+            verdicts=verdicts,
+            reflections=reflections,
+            groups=groups,
+            outcome=outcome,
+            started_at=started,
+            finished_at=utcnow(),
+            rrr_version=rrr_version(),
+        )
+
+    def _reflection_instruction(self, verdict: Verdict) -> str:
+        prompts = self.engine.prompts
+        reflection = prompts.get("reflection", self.task.family)
+        self.prompt_versions[reflection.name] = reflection.version
+        if not (self.engine.options.show_feedback and verdict.feedback):
+            return reflection.text
+        feedback = prompts.get("feedback", self.task.family)
+        self.prompt_versions[feedback.name] = feedback.version
+        return feedback.render(feedback=verdict.feedback) + "\n\n" + reflection.text
+
+    def _retry_instruction(self) -> str:
+        retry = self.engine.prompts.get("retry", self.task.family)
+        self.prompt_versions[retry.name] = retry.version
+        return retry.text
+
+    async def _call(
+        self, messages: list[dict[str, Any]], *, stage: str, branch: int
+    ) -> ModelOutput:
+        engine = self.engine
+        self.stage = stage
+        reflection = stage == "reflection"
+        tools = self.task.tools
+        # A reflection is prose: keep the tools visible (the conversation mentions them) but
+        # forbid calling one.
+        tool_choice = "none" if reflection and tools else None
+        params = engine.sampling.request_params(reflection=reflection)
+
+        async def once() -> ModelOutput:
+            return await engine.client.complete(
+                messages, params=params, tools=tools, tool_choice=tool_choice,
+                timeout=engine.timeout_s,
+            )
+
+        async def on_retry(try_number: int, exc: InfrastructureError, delay: float) -> None:
+            await self.emit(
+                TransportRetry(
+                    trajectory_id=self.id, task_id=self.task.id, stage=stage,
+                    error=str(exc), error_type=type(exc).__name__, try_number=try_number,
+                    delay_s=delay,
+                )
+            )
+
+        output = await call_with_retries(once, engine.retry_policy, on_retry)
+        if self.response_model is None:
+            self.response_model = output.response_model
+        return output
+
+    async def _generate_attempt(
+        self, messages: list[dict[str, Any]], *, index: int, branch: int, instr: str | None
+    ) -> Attempt:
+        started = utcnow()
+        output = await self._call(messages, stage="attempt", branch=branch)
+        attempt = Attempt.from_output(
+            output, index=index, branch=branch, instruction=instr, started_at=started
+        )
+        assert isinstance(attempt, Attempt)
+        await self.emit(AttemptFinished(trajectory_id=self.id, task_id=self.task.id, attempt=attempt))
+        return attempt
+
+    async def _verify(self, attempt: Attempt) -> Verdict:
+        self.stage = "verify"
+        verifier, output = self.verifier, attempt.as_output()
+        start = time.perf_counter()
+        try:
+            if verifier.blocking:
+                result: Any = await asyncio.to_thread(verifier.verify, output, self.task)
+            else:
+                result = verifier.verify(output, self.task)
+            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+                result = await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise VerifierError(
+                f"verifier {verifier.type!r} crashed on task {self.task.id} attempt "
+                f"{attempt.index}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(result, Verdict):
+            raise VerifierError(
+                f"verifier {verifier.type!r} returned {type(result).__name__}, not a Verdict"
+            )
+        verdict = result.model_copy(
+            update={
+                "verifier": verifier.type,
+                "attempt_index": attempt.index,
+                "branch": attempt.branch,
+                "latency_s": time.perf_counter() - start,
+            }
+        )
+        await self.emit(Verified(trajectory_id=self.id, task_id=self.task.id, verdict=verdict))
+        return verdict
+
+    async def _branch(
+        self, prompt: list[dict[str, Any]], instruction: str, failed_index: int, *, branch: int
+    ) -> Candidate:
+        task = self.task
+        await self.emit(
+            ReflectionStarted(
+                trajectory_id=self.id, task_id=task.id, after_attempt=failed_index, branch=branch
+            )
+        )
+        started = utcnow()
+        output = await self._call(prompt, stage="reflection", branch=branch)
+        prompt_name = self.engine.prompts.get("reflection", task.family).name
+        reflection = Reflection.from_output(
+            output,
+            after_attempt=failed_index,
+            branch=branch,
+            instruction=instruction,
+            prompt_name=prompt_name,
+            started_at=started,
+        )
+        assert isinstance(reflection, Reflection)
+        await self.emit(
+            ReflectionFinished(trajectory_id=self.id, task_id=task.id, reflection=reflection)
+        )
+        retry_instruction = self._retry_instruction()
+        messages = retry_messages(prompt, reflection, retry_instruction)
+        await self.emit(
+            RetryStarted(
+                trajectory_id=self.id, task_id=task.id, index=failed_index + 1, branch=branch
+            )
+        )
+        attempt = await self._generate_attempt(
+            messages, index=failed_index + 1, branch=branch, instr=retry_instruction
+        )
+        verdict = await self._verify(attempt)
+        return Candidate(
+            branch=branch,
+            reflection=reflection,
+            retry=attempt,
+            verdict=verdict,
+            reward=1.0 if verdict.passed else 0.0,
+        )
+
+    async def _group(
+        self, prompt: list[dict[str, Any]], instruction: str, failed_index: int
+    ) -> ReflectionGroup:
+        k = self.engine.options.reflections
+        cancel_on_success = self.engine.options.cancel_on_success
+        pending: dict[asyncio.Task[Candidate], int] = {
+            asyncio.create_task(self._branch(prompt, instruction, failed_index, branch=b)): b
+            for b in range(k)
+        }
+        results: dict[int, Candidate] = {}
+        winner: int | None = None
+        first_infra: InfrastructureError | None = None
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    b = pending.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        cand = fut.result()
+                        results[b] = cand
+                        if winner is None and cand.reward == 1.0:
+                            winner = b
+                    elif isinstance(exc, InfrastructureError):
+                        first_infra = first_infra or exc
+                        results[b] = Candidate(
+                            branch=b, status="error", error=f"{type(exc).__name__}: {exc}"
+                        )
+                    else:
+                        raise exc
+                if winner is not None and cancel_on_success and pending:
+                    for fut in pending:
+                        fut.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    for b in pending.values():
+                        results[b] = Candidate(branch=b, status="cancelled")
+                    pending.clear()
+        finally:
+            for fut in pending:
+                fut.cancel()
+        completed = [b for b in sorted(results) if results[b].status == "completed"]
+        if not completed:
+            assert first_infra is not None
+            raise first_infra
+        chosen = winner if winner is not None else completed[0]
+        return ReflectionGroup(
+            after_attempt=failed_index,
+            candidates=[results[b] for b in range(k)],
+            chosen=chosen,
+        )
+
+
+def _new_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex

@@ -1,0 +1,516 @@
+"""The ``rrr`` command line. Thin: every command calls the library.
+
+Exit codes: 0 success; 1 bad input or configuration (the message names what and where); 2 usage
+error; 3 some tasks could not be run because of infrastructure errors (they are in the error log,
+not in the trajectory log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._engine import Engine, RunResult
+from ._errors import RRRError
+from ._events import Hooks
+from ._models import RetryPolicy
+from ._prompts import PromptLibrary
+from ._settings import Settings, load_settings
+from ._store import ErrorLog, ReadReport, TrajectoryFilter, TrajectoryStore, read_trajectories
+from ._summary import Summary, summarize
+from ._tasks import load_tasks, task_from_obj
+from ._types import Outcome, Task, Trajectory
+
+app = typer.Typer(
+    name="rrr",
+    help=(
+        "Reflect, Retry, Reward: run models in an attempt → verify → reflect → retry loop, "
+        "log every trajectory, and (with rrr_trainer) train better reflections."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+logs_app = typer.Typer(help="Read the trajectory log: list, show, stats, errors.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the merged settings.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_BAD_INPUT = 1
+EXIT_INFRA = 3
+
+
+@contextmanager
+def _errors_exit() -> Iterator[None]:
+    """Turn our typed errors into one clear line on stderr and a non-zero exit code."""
+    try:
+        yield
+    except RRRError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file (default: $RRR_CONFIG or <data dir>/config.toml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LogOpt = Annotated[
+    Path | None, typer.Option("--log", help="Trajectory log file (default: <data dir>/trajectories.jsonl).")
+]
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+@app.command()
+def run(
+    prompt: Annotated[str | None, typer.Argument(help="One task's prompt (or use --tasks).")] = None,
+    tasks_file: Annotated[
+        Path | None, typer.Option("--tasks", "-t", help="JSONL task file: one task per line.")
+    ] = None,
+    verifier: Annotated[
+        str | None,
+        typer.Option(help='Verifier spec for PROMPT, JSON: \'{"type": "exact", "expected": "4"}\'.'),
+    ] = None,
+    family: Annotated[
+        str, typer.Option(help="Task family for PROMPT: picks the reflection prompt (math, tool_call, default).")
+    ] = "default",
+    system: Annotated[str | None, typer.Option(help="System message for PROMPT.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="litellm model string.")] = None,
+    api_base: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(help="Run on a scripted model: a JSON list of canned replies (demos, tests)."),
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Tasks in flight.")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Retries after the first attempt.")] = None,
+    feedback: Annotated[
+        bool | None, typer.Option("--feedback/--no-feedback", help="Show verifier feedback to the model.")
+    ] = None,
+    reflections: Annotated[int | None, typer.Option("-k", "--reflections", help="Reflections per failure.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per model call.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max tokens per call.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Run only the first N tasks.")] = None,
+    log: LogOpt = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write trajectories.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run tasks through attempt → verify → reflect → retry and print success rates and tokens.
+
+    One task from PROMPT + --verifier, or many from --tasks FILE. Every trajectory is appended to
+    the log; runs stopped by infrastructure errors go to a separate error log and exit with code 3.
+    """
+    with _errors_exit():
+        settings = load_settings(
+            config,
+            model=model,
+            api_base=api_base,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            show_feedback=feedback,
+            reflections=reflections,
+            timeout_s=timeout,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            log_path=log,
+            log=False if no_log else None,
+        )
+        tasks = _gather_tasks(prompt, tasks_file, verifier, family, system)
+        if limit is not None:
+            tasks = tasks[:limit]
+        model_ref: Any = settings.model
+        if script is not None:
+            from ._scripted import ScriptedModel
+
+            model_ref = ScriptedModel.from_file(script).model
+        if not model_ref:
+            raise typer.BadParameter(
+                "no model: pass --model (a litellm model string), --script, or set RRR_MODEL / "
+                "'model' in the config file"
+            )
+        engine = _engine(settings, model_ref)
+        results = _run_with_progress(engine, tasks, settings.concurrency, show=not as_json)
+    trajectories = [r.trajectory for r in results if r.trajectory is not None]
+    failures = [r for r in results if r.error is not None]
+    summary = summarize(trajectories, errors=len(failures))
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        if len(tasks) == 1 and trajectories:
+            _print_trajectory(trajectories[0])
+        _print_summary(summary, engine.model)
+        for r in failures:
+            err.print(f"[yellow]not run[/] task {r.task.id}: {type(r.error).__name__}: {r.error}")
+        if settings.log:
+            err.print(f"trajectories appended to {settings.trajectory_log}", style="dim")
+    if failures:
+        raise typer.Exit(EXIT_INFRA)
+
+
+def _gather_tasks(
+    prompt: str | None,
+    tasks_file: Path | None,
+    verifier: str | None,
+    family: str,
+    system: str | None,
+) -> list[Task]:
+    if (prompt is None) == (tasks_file is None):
+        raise typer.BadParameter("give either a PROMPT or --tasks FILE (exactly one)")
+    if tasks_file is not None:
+        if verifier is not None:
+            raise typer.BadParameter("--verifier applies to PROMPT; put verifiers in the task file")
+        return load_tasks(tasks_file)
+    if verifier is None:
+        raise typer.BadParameter("PROMPT needs --verifier (a JSON spec)")
+    try:
+        spec = json.loads(verifier)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--verifier is not valid JSON: {exc.msg}") from exc
+    obj: dict[str, Any] = {"prompt": prompt, "verifier": spec, "family": family}
+    if system:
+        obj["system"] = system
+    try:
+        task = task_from_obj(obj)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    from .verifiers import build_verifier
+
+    build_verifier(task.verifier)
+    return [task]
+
+
+def _engine(settings: Settings, model_ref: Any) -> Engine:
+    store = TrajectoryStore(settings.trajectory_log, fsync=settings.fsync) if settings.log else None
+    errors = ErrorLog(settings.error_log) if settings.log else None
+    return Engine(
+        model_ref,
+        options=settings.loop_options(),
+        sampling=settings.sampling(),
+        store=store,
+        error_log=errors,
+        hooks=Hooks(),
+        prompts=PromptLibrary(settings.prompts_dir),
+        timeout_s=settings.timeout_s,
+        retry_policy=RetryPolicy(tries=settings.transport_tries),
+        model_revision=settings.model_revision,
+        api_base=settings.api_base,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+    )
+
+
+def _run_with_progress(
+    engine: Engine, tasks: list[Task], concurrency: int, *, show: bool
+) -> list[RunResult]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    async def go() -> list[RunResult]:
+        results: list[RunResult] = []
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("first try {task.fields[first]} · after retry {task.fields[retry]} · "
+                       "failed {task.fields[failed]} · errors {task.fields[errors]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not show or len(tasks) < 2,
+        )
+        counts = {"first": 0, "retry": 0, "failed": 0, "errors": 0}
+        with progress:
+            bar = progress.add_task("tasks", total=len(tasks), **counts)
+            async for result in engine.run_many(tasks, concurrency=concurrency):
+                results.append(result)
+                if result.trajectory is None:
+                    counts["errors"] += 1
+                elif result.trajectory.outcome is Outcome.PASSED_FIRST_TRY:
+                    counts["first"] += 1
+                elif result.trajectory.outcome is Outcome.PASSED_AFTER_RETRY:
+                    counts["retry"] += 1
+                else:
+                    counts["failed"] += 1
+                progress.update(bar, advance=1, **counts)
+        return results
+
+    return asyncio.run(go())
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{n}/{d} ({100 * n / d:.1f}%)" if d else "0/0"
+
+
+def _print_summary(summary: Summary, model: str) -> None:
+    n = summary.trajectories
+    table = Table(title=f"rrr run · {model}", show_header=False, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("tasks run", str(n))
+    table.add_row("first-try success", _pct(summary.passed_first_try, n))
+    table.add_row("second-try success (after 1 reflection)", _pct(summary.passed_second_try, n))
+    if summary.passed_final != summary.passed_second_try:
+        table.add_row("success after all retries", _pct(summary.passed_final, n))
+    table.add_row("not run (infrastructure errors)", str(summary.errors))
+    table.add_row("tokens: first attempts", str(summary.usage_first_attempt.total_tokens))
+    table.add_row("tokens: reflections", str(summary.usage_reflections.total_tokens))
+    table.add_row("tokens: retries", str(summary.usage_retries.total_tokens))
+    table.add_row("tokens: total", str(summary.usage_total.total_tokens))
+    out.print(table)
+
+
+def _short(text: str | None, width: int = 400) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_trajectory(traj: Trajectory) -> None:
+    out.print(f"[bold]task[/] {traj.task.id} · [bold]model[/] {traj.model} · "
+              f"[bold]outcome[/] {traj.outcome.value}")
+    for i, attempt in enumerate(traj.attempts):
+        verdict = traj.verdicts[i]
+        mark = "[green]pass[/]" if verdict.passed else "[red]fail[/]"
+        label = "attempt" if i == 0 else "retry"
+        body = _short(attempt.text)
+        if attempt.tool_calls:
+            calls = ", ".join(f"{c.function.name}({c.function.arguments})" for c in attempt.tool_calls)
+            body = (body + " " if body else "") + f"[tool calls] {calls}"
+        out.print(f"  [bold]{label} {i}[/] {mark}: {body}", highlight=False)
+        if verdict.feedback and not verdict.passed:
+            out.print(f"    [dim]verifier: {verdict.feedback}[/]", highlight=False)
+        if i < len(traj.reflections):
+            out.print(f"  [bold cyan]reflection[/]: {_short(traj.reflections[i].text)}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------- logs
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{name} must be an ISO date or time, e.g. 2026-11-21T08:00") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _log_path(log: Path | None, config: Path | None) -> Path:
+    return log or load_settings(config).trajectory_log
+
+
+def _read(
+    log: Path | None,
+    config: Path | None,
+    filt: TrajectoryFilter,
+    skip_invalid: bool,
+) -> tuple[list[Trajectory], ReadReport]:
+    path = _log_path(log, config)
+    report = ReadReport()
+    trajs = list(read_trajectories(path, filt, on_error="skip" if skip_invalid else "raise",
+                                   report=report))
+    for problem in report.problems:
+        err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+    return trajs, report
+
+
+ModelFilter = Annotated[str | None, typer.Option("--model", "-m", help="Only this model string.")]
+OutcomeFilter = Annotated[
+    Outcome | None, typer.Option(help="Only this outcome.", case_sensitive=False)
+]
+SinceOpt = Annotated[str | None, typer.Option(help="Only trajectories started at/after (ISO time).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Only trajectories started before (ISO time).")]
+FamilyOpt = Annotated[str | None, typer.Option(help="Only this task family.")]
+SkipOpt = Annotated[
+    bool, typer.Option("--skip-invalid", help="Skip (and report) unreadable lines instead of failing.")
+]
+
+
+def _filter(model: str | None, outcome: Outcome | None, since: str | None, until: str | None,
+            family: str | None) -> TrajectoryFilter:
+    return TrajectoryFilter(
+        model=model, outcome=outcome, since=_parse_time(since, "--since"),
+        until=_parse_time(until, "--until"), family=family,
+    )
+
+
+@logs_app.command("list")
+def logs_list(
+    model: ModelFilter = None,
+    outcome: OutcomeFilter = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    family: FamilyOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show only the newest N.")] = None,
+    log: LogOpt = None,
+    config: ConfigOpt = None,
+    skip_invalid: SkipOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List logged trajectories, oldest first (one row or JSON line each)."""
+    with _errors_exit():
+        trajs, _ = _read(log, config, _filter(model, outcome, since, until, family), skip_invalid)
+    if limit is not None:
+        trajs = trajs[-limit:] if limit > 0 else []
+    if as_json:
+        for t in trajs:
+            print(json.dumps(_row(t)))
+        return
+    table = Table(title=f"{len(trajs)} trajectories")
+    for col in ("id", "started", "model", "task", "family", "outcome", "attempts", "tokens"):
+        table.add_column(col)
+    for t in trajs:
+        r = _row(t)
+        table.add_row(r["id"][:12], r["started_at"][:19], r["model"], r["task_id"], r["family"],
+                      r["outcome"], str(r["attempts"]), str(r["tokens"]))
+    out.print(table)
+
+
+def _row(t: Trajectory) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "started_at": t.started_at.isoformat(),
+        "model": t.model,
+        "task_id": t.task.id,
+        "family": t.task.family,
+        "outcome": t.outcome.value,
+        "attempts": len(t.attempts),
+        "reflections": len(t.reflections),
+        "groups": len(t.groups),
+        "tokens": t.total_usage().total_tokens,
+    }
+
+
+@logs_app.command("show")
+def logs_show(
+    trajectory_id: Annotated[str, typer.Argument(help="Trajectory id or a unique prefix.")],
+    log: LogOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one trajectory: attempts, verdicts and reflections."""
+    with _errors_exit():
+        store = TrajectoryStore(_log_path(log, config))
+        traj = store.get(trajectory_id)
+    if traj is None:
+        err.print(f"[bold red]error:[/] no trajectory with id {trajectory_id!r} in {store.path}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if as_json:
+        print(traj.model_dump_json(indent=2))
+    else:
+        _print_trajectory(traj)
+
+
+@logs_app.command("stats")
+def logs_stats(
+    model: ModelFilter = None,
+    outcome: OutcomeFilter = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    family: FamilyOpt = None,
+    log: LogOpt = None,
+    config: ConfigOpt = None,
+    skip_invalid: SkipOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """First-try and second-try success and token usage over the (filtered) log."""
+    with _errors_exit():
+        trajs, _ = _read(log, config, _filter(model, outcome, since, until, family), skip_invalid)
+    summary = summarize(trajs)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return
+    _print_summary(summary, ", ".join(sorted(summary.models)) or "(no trajectories)")
+
+
+@logs_app.command("errors")
+def logs_errors(
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show only the newest N.")] = None,
+    log: LogOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Runs stopped by infrastructure or verifier errors (never used as training data)."""
+    with _errors_exit():
+        settings = load_settings(config, log_path=log)
+        rows = list(ErrorLog(settings.error_log).read())
+    if limit is not None:
+        rows = rows[-limit:] if limit > 0 else []
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title=f"{len(rows)} run errors")
+    for col in ("at", "model", "task", "stage", "error"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(str(row.get("at", ""))[:19], str(row.get("model")), str(row.get("task_id")),
+                      str(row.get("stage")), f"{row.get('error_type')}: {row.get('error')}"[:120])
+    out.print(table)
+
+
+@logs_app.command("path")
+def logs_path(log: LogOpt = None, config: ConfigOpt = None) -> None:
+    """Print the trajectory log's path."""
+    with _errors_exit():
+        print(_log_path(log, config))
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the settings after merging file, env vars and defaults (secrets masked)."""
+    with _errors_exit():
+        settings = load_settings(config)
+    data = settings.model_dump(mode="json")
+    if settings.api_key is not None:
+        data["api_key"] = "********"
+    data["trajectory_log"] = str(settings.trajectory_log)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(show_header=False)
+    for k, v in data.items():
+        table.add_row(k, "" if v is None else str(v))
+    out.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print rrr's version."""
+    from ._engine import rrr_version
+
+    print(rrr_version())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
