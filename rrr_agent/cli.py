@@ -30,6 +30,7 @@ from ._store import ErrorLog, ReadReport, TrajectoryFilter, TrajectoryStore, rea
 from ._summary import Summary, summarize
 from ._tasks import load_tasks, task_from_obj
 from ._types import Outcome, Task, Trajectory
+from .cli_verify import verify_app
 
 app = typer.Typer(
     name="rrr",
@@ -43,8 +44,11 @@ app = typer.Typer(
 )
 logs_app = typer.Typer(help="Read the trajectory log: list, show, stats, errors.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the merged settings.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Task sets from real data: list, export to JSONL.", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
 app.add_typer(config_app, name="config")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(verify_app, name="verify")
 
 out = Console()
 err = Console(stderr=True)
@@ -498,6 +502,70 @@ def config_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     for k, v in data.items():
         table.add_row(k, "" if v is None else str(v))
     out.print(table)
+
+
+# ---------------------------------------------------------------------------------------- tasks
+
+
+@tasks_app.command("list")
+def tasks_list(as_json: JsonOpt = False) -> None:
+    """List the task sets that can be exported."""
+    from .tasksets import tasksets
+
+    sets = tasksets()
+    if as_json:
+        for ts in sets.values():
+            print(json.dumps({"name": ts.name, "family": ts.family, "source": ts.source,
+                              "description": ts.description}))
+        return
+    table = Table(title=f"{len(sets)} task sets")
+    for col in ("name", "family", "source", "description"):
+        table.add_column(col)
+    for ts in sets.values():
+        table.add_row(ts.name, ts.family, ts.source, ts.description)
+    out.print(table)
+
+
+@tasks_app.command("export")
+def tasks_export(
+    name: Annotated[str, typer.Argument(help="Task set name (see `rrr tasks list`).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Export only the first N tasks.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data sets folder (default: $RRR_DATASETS or ../shared/data).")
+    ] = None,
+) -> None:
+    """Write a task set as JSONL tasks with verifier specs (atomically: all or nothing)."""
+    import itertools
+    import os
+    import tempfile
+
+    from .tasksets import get_taskset
+
+    with _errors_exit():
+        taskset = get_taskset(name)
+        tasks = taskset.load(data)
+        if limit is not None:
+            tasks = itertools.islice(tasks, limit)
+        if output is None:
+            lines = [t.model_dump_json(exclude_defaults=False) for t in tasks]
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        count = 0
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for t in tasks:
+                    fh.write(t.model_dump_json() + "\n")
+                    count += 1
+            os.replace(tmp, output)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    err.print(f"wrote {count} tasks to {output}")
 
 
 @app.command()

@@ -107,9 +107,26 @@ def import_dotted(path: str) -> Any:
     return obj
 
 
+_BUILTINS_LOADED = False
+
+
 def _load_builtins() -> None:
-    # Importing the modules registers their classes; kept lazy so importing the package is cheap.
-    from . import basic  # noqa: F401
+    """Import every public module of this package once: importing registers their verifiers.
+
+    Discovery instead of a hand-kept list, so adding a verifier family is adding one module.
+    Kept lazy so ``import rrr_agent`` stays cheap.
+    """
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    import pkgutil
+
+    from .. import verifiers as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    _BUILTINS_LOADED = True
 
 
 def _from_entry_points(name: str) -> type[Verifier] | None:
