@@ -37,7 +37,7 @@ def assistant_message(gen: Generation) -> dict[str, Any]:
     if gen.tool_calls:
         msg["tool_calls"] = [tc.model_dump() for tc in gen.tool_calls]
         if not gen.text:
-            msg["content"] = None
+            del msg["content"]  # OpenAI allows no content beside tool calls
     return msg
 
 

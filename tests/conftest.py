@@ -1,0 +1,39 @@
+"""Shared fixtures. Every test gets its own data dir (RRR_HOME) and a clean RRR_* environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Offline, quiet and predictable: no hub look-ups, no price-map fetches, no busy-waiting threads.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rrr_agent import ScriptedModel, Task  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def rrr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("RRR_") and key != "RRR_DATASETS":
+            monkeypatch.delenv(key)
+    home = tmp_path / "rrr-home"
+    monkeypatch.setenv("RRR_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as model:
+        yield model
+
+
+def math_task(answer: str = "42", prompt: str = "What is 17 + 25?", **kw: object) -> Task:
+    return Task.from_prompt(prompt, {"type": "exact", "expected": answer}, family="math", **kw)  # type: ignore[arg-type]
