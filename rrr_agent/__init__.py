@@ -139,6 +139,7 @@ __all__ = [
     "TrajectoryStore",
     "TransportRetry",
     "Usage",
+    "Verdict",
     "VerificationFailed",
     "Verified",
     "Verifier",
@@ -155,4 +156,3 @@ __all__ = [
     "register_verifier",
     "summarize",
 ]
-

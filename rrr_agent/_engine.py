@@ -172,7 +172,9 @@ class Engine:
                 await asyncio.to_thread(self.store.append, trajectory)
             else:
                 self.store.append(trajectory)
-        await state.emit(RunFinished(trajectory_id=state.id, task_id=task.id, trajectory=trajectory))
+        await state.emit(
+            RunFinished(trajectory_id=state.id, task_id=task.id, trajectory=trajectory)
+        )
         if raise_on_failure and not trajectory.passed:
             raise VerificationFailed(trajectory)
         return trajectory
@@ -183,7 +185,7 @@ class Engine:
         return asyncio.run(self.run(task, **kwargs))
 
     async def stream(self, task: Task | dict[str, Any]) -> AsyncIterator[Event]:
-        """Run one task and yield its events as they happen; re-raises the run's error at the end."""
+        """Yield one run's events as they happen; re-raise the run's error at the end."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         runner = asyncio.create_task(self.run(task, on_event=queue.put_nowait))
         runner.add_done_callback(lambda _t: queue.put_nowait(None))
@@ -365,15 +367,22 @@ class _Run:
 
         async def once() -> ModelOutput:
             return await engine.client.complete(
-                messages, params=params, tools=tools, tool_choice=tool_choice,
+                messages,
+                params=params,
+                tools=tools,
+                tool_choice=tool_choice,
                 timeout=engine.timeout_s,
             )
 
         async def on_retry(try_number: int, exc: InfrastructureError, delay: float) -> None:
             await self.emit(
                 TransportRetry(
-                    trajectory_id=self.id, task_id=self.task.id, stage=stage,
-                    error=str(exc), error_type=type(exc).__name__, try_number=try_number,
+                    trajectory_id=self.id,
+                    task_id=self.task.id,
+                    stage=stage,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    try_number=try_number,
                     delay_s=delay,
                 )
             )
@@ -392,7 +401,9 @@ class _Run:
             output, index=index, branch=branch, instruction=instr, started_at=started
         )
         assert isinstance(attempt, Attempt)
-        await self.emit(AttemptFinished(trajectory_id=self.id, task_id=self.task.id, attempt=attempt))
+        await self.emit(
+            AttemptFinished(trajectory_id=self.id, task_id=self.task.id, attempt=attempt)
+        )
         return attempt
 
     async def _verify(self, attempt: Attempt) -> Verdict:

@@ -44,7 +44,8 @@ __all__ = [
 class ModelClient(Protocol):
     """Anything that turns messages into one :class:`ModelOutput`.
 
-    Implementations raise :class:`InfrastructureError` subclasses for every failure to get an answer.
+    Implementations raise :class:`InfrastructureError` subclasses for every failure to get an
+    answer.
     """
 
     model: str
@@ -219,7 +220,7 @@ def _parse_logprobs(raw: Any) -> list[float] | None:
 
 
 class LiteLLMClient:
-    """Calls any litellm model string. One request per call: retries belong to :class:`RetryPolicy`."""
+    """Calls any litellm model string; one request per call (retries belong to RetryPolicy)."""
 
     def __init__(
         self,
@@ -305,7 +306,7 @@ class RetryPolicy:
     def delay(self, try_number: int, error: InfrastructureError) -> float:
         if isinstance(error, RateLimited) and error.retry_after is not None:
             return min(max(error.retry_after, 0.0), self.max_delay_s)
-        delay = min(self.base_delay_s * (2 ** (try_number - 1)), self.max_delay_s)
+        delay: float = min(self.base_delay_s * 2.0 ** (try_number - 1), self.max_delay_s)
         return delay * (1 + random.uniform(-self.jitter, self.jitter))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -34,10 +36,10 @@ class PromptLibrary:
     """
 
     def __init__(self, override_dir: str | Path | None = None):
-        from rrr_prompts import PROMPTS_DIR
-
-        self._dirs = [Path(override_dir)] if override_dir else []
-        self._dirs.append(PROMPTS_DIR)
+        # The shipped files, found through the package (a wheel, an editable install or a zip).
+        shipped = resources.files("rrr_prompts")
+        self._dirs: list[Path | Traversable] = [Path(override_dir)] if override_dir else []
+        self._dirs.append(shipped)
         self._cache: dict[str, Prompt | None] = {}
 
     def _load(self, name: str) -> Prompt | None:

@@ -69,8 +69,13 @@ _LOCK = threading.Lock()
 
 
 class ScriptedModel:
-    def __init__(self, replies: Iterable[Reply] = (), *, name: str | None = None,
-                 default: Reply | None = None):
+    def __init__(
+        self,
+        replies: Iterable[Reply] = (),
+        *,
+        name: str | None = None,
+        default: Reply | None = None,
+    ):
         self.name = name or f"model-{next(_COUNTER)}"
         self._queue: deque[Reply] = deque(replies)
         self.default = default
@@ -118,12 +123,14 @@ class ScriptedModel:
             elif isinstance(item, dict) and "error" in item:
                 replies.append(ScriptedError(kind=item["error"], message=item.get("message", "")))
             elif isinstance(item, dict):
-                replies.append(ScriptedReply(
-                    text=item.get("text"),
-                    tool_calls=item.get("tool_calls"),
-                    finish_reason=item.get("finish_reason"),
-                    delay_s=float(item.get("delay_s", 0.0)),
-                ))
+                replies.append(
+                    ScriptedReply(
+                        text=item.get("text"),
+                        tool_calls=item.get("tool_calls"),
+                        finish_reason=item.get("finish_reason"),
+                        delay_s=float(item.get("delay_s", 0.0)),
+                    )
+                )
             else:
                 raise DataError(f"reply #{i} is neither a string nor an object", path=p)
         return cls(replies, name=name or p.stem)
@@ -162,7 +169,7 @@ class ScriptedModel:
         tool_choice: str | None = None,
         timeout: float | None = None,
     ) -> ModelOutput:
-        """Direct :class:`~rrr_agent.ModelClient` use, bypassing litellm (for overhead-free tests)."""
+        """Direct :class:`~rrr_agent.ModelClient` use, bypassing litellm (overhead-free tests)."""
         start = time.perf_counter()
         try:
             response = await _build(self, messages, dict(params), timeout)
@@ -264,16 +271,18 @@ def _handler() -> Any:
                     model=model,
                 ) from None
 
-        async def acompletion(self, model: str, messages: list[dict[str, Any]], *args: Any,
-                              **kwargs: Any) -> Any:
+        async def acompletion(
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> Any:
             params = dict(kwargs.get("optional_params") or {})
             params.pop("max_retries", None)
             timeout = kwargs.get("timeout")
             timeout_s = float(timeout) if isinstance(timeout, int | float) else None
             return await _build(self._model(model), messages, params, timeout_s)
 
-        def completion(self, model: str, messages: list[dict[str, Any]], *args: Any,
-                       **kwargs: Any) -> Any:
+        def completion(
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> Any:
             return asyncio.run(self.acompletion(model, messages, *args, **kwargs))
 
     return ScriptedProvider()

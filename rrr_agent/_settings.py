@@ -1,7 +1,8 @@
-"""One settings object, merged from (highest first): flags → ``RRR_*`` env vars → TOML file → defaults.
+"""One settings object, merged from (highest first): flags → ``RRR_*`` env vars → TOML file →
+defaults.
 
-The TOML file is the one named by ``--config``, else ``$RRR_CONFIG``, else ``<data dir>/config.toml``
-when it exists. Keys are the field names below, at the top level::
+The TOML file is the one named by ``--config``, else ``$RRR_CONFIG``, else
+``<data dir>/config.toml`` when it exists. Keys are the field names below, at the top level::
 
     model = "hosted_vllm/gemma"
     api_base = "http://127.0.0.1:8000/v1"
@@ -30,7 +31,7 @@ __all__ = ["Settings", "config_path", "data_dir", "load_settings"]
 
 
 def data_dir() -> Path:
-    """Where logs and caches live: ``$RRR_HOME`` (like llm's ``LLM_USER_PATH``) or the XDG default."""
+    """Where logs and caches live: ``$RRR_HOME`` (like llm's ``LLM_USER_PATH``), else XDG's."""
     env = os.environ.get("RRR_HOME")
     if env:
         return Path(env).expanduser()
@@ -172,9 +173,12 @@ def load_settings(config: str | Path | None = None, **flags: Any) -> Settings:
         for err in exc.errors():
             name = ".".join(str(x) for x in err.get("loc", ()))
             origin = (
-                "flag" if name in given
-                else f"env RRR_{name.upper()}" if f"RRR_{name.upper()}" in os.environ
-                else f"{path}" if name in toml_values
+                "flag"
+                if name in given
+                else f"env RRR_{name.upper()}"
+                if f"RRR_{name.upper()}" in os.environ
+                else f"{path}"
+                if name in toml_values
                 else "default"
             )
             lines.append(f"setting {name!r} ({origin}): {err.get('msg')}")

@@ -19,6 +19,7 @@ Durability rules, and why:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -108,10 +109,8 @@ class JsonlAppender:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
 
 class TrajectoryStore(JsonlAppender):
@@ -143,7 +142,7 @@ class TrajectoryStore(JsonlAppender):
 
 
 class ErrorLog(JsonlAppender):
-    """Runs stopped by an infrastructure or verifier error: kept for inspection, never trained on."""
+    """Runs stopped by an infrastructure or verifier error: kept to inspect, never trained on."""
 
     def append_error(
         self, *, task: Task, model: str, error: BaseException, stage: str, run_id: str
@@ -291,7 +290,7 @@ def read_trajectories(
             if progress is not None:
                 progress(lineno)
             if not isinstance(obj, dict) or obj.get("kind") != "trajectory":
-                reason = "not a trajectory record (missing \"kind\": \"trajectory\")"
+                reason = 'not a trajectory record (missing "kind": "trajectory")'
                 if report is not None:
                     report.problems.append(LineProblem(str(file), lineno, reason))
                 if on_error == "raise":

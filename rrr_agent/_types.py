@@ -1,8 +1,8 @@
 """The data that crosses every boundary: tasks, attempts, verdicts, reflections, trajectories.
 
-One schema serves the runtime (which writes it), the store, evaluation and the trainer (which read it).
-Everything here is plain JSON when dumped; ``Trajectory.model_validate_json(line)`` rebuilds a logged
-record without the program that produced it.
+One schema serves the runtime (which writes it), the store, evaluation and the trainer (which
+read it). Everything here is plain JSON when dumped; ``Trajectory.model_validate_json(line)``
+rebuilds a logged record without the program that produced it.
 """
 
 from __future__ import annotations

@@ -42,16 +42,21 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-logs_app = typer.Typer(help="Read the trajectory log: list, show, stats, errors.", no_args_is_help=True)
+logs_app = typer.Typer(
+    help="Read the trajectory log: list, show, stats, errors.", no_args_is_help=True
+)
 config_app = typer.Typer(help="Inspect the merged settings.", no_args_is_help=True)
-tasks_app = typer.Typer(help="Task sets from real data: list, export to JSONL.", no_args_is_help=True)
+tasks_app = typer.Typer(
+    help="Task sets from real data: list, export to JSONL.", no_args_is_help=True
+)
 app.add_typer(logs_app, name="logs")
 app.add_typer(config_app, name="config")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(verify_app, name="verify")
 
 out = Console()
-err = Console(stderr=True)
+# soft_wrap: a "file:line: reason" message must stay on one line for grep and editors.
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_BAD_INPUT = 1
 EXIT_INFRA = 3
@@ -69,11 +74,14 @@ def _errors_exit() -> Iterator[None]:
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="TOML settings file (default: $RRR_CONFIG or <data dir>/config.toml)."),
+    typer.Option(
+        "--config", help="TOML settings file (default: $RRR_CONFIG or <data dir>/config.toml)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 LogOpt = Annotated[
-    Path | None, typer.Option("--log", help="Trajectory log file (default: <data dir>/trajectories.jsonl).")
+    Path | None,
+    typer.Option("--log", help="Trajectory log file (default: <data dir>/trajectories.jsonl)."),
 ]
 
 
@@ -82,30 +90,48 @@ LogOpt = Annotated[
 
 @app.command()
 def run(
-    prompt: Annotated[str | None, typer.Argument(help="One task's prompt (or use --tasks).")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="One task's prompt (or use --tasks).")
+    ] = None,
     tasks_file: Annotated[
         Path | None, typer.Option("--tasks", "-t", help="JSONL task file: one task per line.")
     ] = None,
     verifier: Annotated[
         str | None,
-        typer.Option(help='Verifier spec for PROMPT, JSON: \'{"type": "exact", "expected": "4"}\'.'),
+        typer.Option(
+            help='Verifier spec for PROMPT, JSON: \'{"type": "exact", "expected": "4"}\'.'
+        ),
     ] = None,
     family: Annotated[
-        str, typer.Option(help="Task family for PROMPT: picks the reflection prompt (math, tool_call, default).")
+        str,
+        typer.Option(
+            help="Task family for PROMPT: picks the reflection prompt (math, tool_call, default)."
+        ),
     ] = "default",
     system: Annotated[str | None, typer.Option(help="System message for PROMPT.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="litellm model string.")] = None,
-    api_base: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="litellm model string.")
+    ] = None,
+    api_base: Annotated[
+        str | None, typer.Option(help="Base URL of an OpenAI-compatible server.")
+    ] = None,
     script: Annotated[
         Path | None,
         typer.Option(help="Run on a scripted model: a JSON list of canned replies (demos, tests)."),
     ] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Tasks in flight.")] = None,
-    max_retries: Annotated[int | None, typer.Option(help="Retries after the first attempt.")] = None,
-    feedback: Annotated[
-        bool | None, typer.Option("--feedback/--no-feedback", help="Show verifier feedback to the model.")
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", help="Tasks in flight.")
     ] = None,
-    reflections: Annotated[int | None, typer.Option("-k", "--reflections", help="Reflections per failure.")] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(help="Retries after the first attempt.")
+    ] = None,
+    feedback: Annotated[
+        bool | None,
+        typer.Option("--feedback/--no-feedback", help="Show verifier feedback to the model."),
+    ] = None,
+    reflections: Annotated[
+        int | None, typer.Option("-k", "--reflections", help="Reflections per failure.")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per model call.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Max tokens per call.")] = None,
@@ -238,8 +264,10 @@ def _run_with_progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("first try {task.fields[first]} · after retry {task.fields[retry]} · "
-                       "failed {task.fields[failed]} · errors {task.fields[errors]}"),
+            TextColumn(
+                "first try {task.fields[first]} · after retry {task.fields[retry]} · "
+                "failed {task.fields[failed]} · errors {task.fields[errors]}"
+            ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=err,
@@ -247,7 +275,8 @@ def _run_with_progress(
         )
         counts = {"first": 0, "retry": 0, "failed": 0, "errors": 0}
         with progress:
-            bar = progress.add_task("tasks", total=len(tasks), **counts)
+            fields: dict[str, Any] = counts
+            bar = progress.add_task("tasks", total=len(tasks), **fields)
             async for result in engine.run_many(tasks, concurrency=concurrency):
                 results.append(result)
                 if result.trajectory is None:
@@ -258,7 +287,7 @@ def _run_with_progress(
                     counts["retry"] += 1
                 else:
                     counts["failed"] += 1
-                progress.update(bar, advance=1, **counts)
+                progress.update(bar, advance=1, **fields)
         return results
 
     return asyncio.run(go())
@@ -292,21 +321,27 @@ def _short(text: str | None, width: int = 400) -> str:
 
 
 def _print_trajectory(traj: Trajectory) -> None:
-    out.print(f"[bold]task[/] {traj.task.id} · [bold]model[/] {traj.model} · "
-              f"[bold]outcome[/] {traj.outcome.value}")
+    out.print(
+        f"[bold]task[/] {traj.task.id} · [bold]model[/] {traj.model} · "
+        f"[bold]outcome[/] {traj.outcome.value}"
+    )
     for i, attempt in enumerate(traj.attempts):
         verdict = traj.verdicts[i]
         mark = "[green]pass[/]" if verdict.passed else "[red]fail[/]"
         label = "attempt" if i == 0 else "retry"
         body = _short(attempt.text)
         if attempt.tool_calls:
-            calls = ", ".join(f"{c.function.name}({c.function.arguments})" for c in attempt.tool_calls)
+            calls = ", ".join(
+                f"{c.function.name}({c.function.arguments})" for c in attempt.tool_calls
+            )
             body = (body + " " if body else "") + f"[tool calls] {calls}"
         out.print(f"  [bold]{label} {i}[/] {mark}: {body}", highlight=False)
         if verdict.feedback and not verdict.passed:
             out.print(f"    [dim]verifier: {verdict.feedback}[/]", highlight=False)
         if i < len(traj.reflections):
-            out.print(f"  [bold cyan]reflection[/]: {_short(traj.reflections[i].text)}", highlight=False)
+            out.print(
+                f"  [bold cyan]reflection[/]: {_short(traj.reflections[i].text)}", highlight=False
+            )
 
 
 # ---------------------------------------------------------------------------------------- logs
@@ -318,7 +353,9 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{name} must be an ISO date or time, e.g. 2026-11-21T08:00") from None
+        raise typer.BadParameter(
+            f"{name} must be an ISO date or time, e.g. 2026-11-21T08:00"
+        ) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -334,8 +371,9 @@ def _read(
 ) -> tuple[list[Trajectory], ReadReport]:
     path = _log_path(log, config)
     report = ReadReport()
-    trajs = list(read_trajectories(path, filt, on_error="skip" if skip_invalid else "raise",
-                                   report=report))
+    trajs = list(
+        read_trajectories(path, filt, on_error="skip" if skip_invalid else "raise", report=report)
+    )
     for problem in report.problems:
         err.print(f"[yellow]skipped[/] {problem}", highlight=False)
     return trajs, report
@@ -345,19 +383,30 @@ ModelFilter = Annotated[str | None, typer.Option("--model", "-m", help="Only thi
 OutcomeFilter = Annotated[
     Outcome | None, typer.Option(help="Only this outcome.", case_sensitive=False)
 ]
-SinceOpt = Annotated[str | None, typer.Option(help="Only trajectories started at/after (ISO time).")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Only trajectories started at/after (ISO time).")
+]
 UntilOpt = Annotated[str | None, typer.Option(help="Only trajectories started before (ISO time).")]
 FamilyOpt = Annotated[str | None, typer.Option(help="Only this task family.")]
 SkipOpt = Annotated[
-    bool, typer.Option("--skip-invalid", help="Skip (and report) unreadable lines instead of failing.")
+    bool,
+    typer.Option("--skip-invalid", help="Skip (and report) unreadable lines instead of failing."),
 ]
 
 
-def _filter(model: str | None, outcome: Outcome | None, since: str | None, until: str | None,
-            family: str | None) -> TrajectoryFilter:
+def _filter(
+    model: str | None,
+    outcome: Outcome | None,
+    since: str | None,
+    until: str | None,
+    family: str | None,
+) -> TrajectoryFilter:
     return TrajectoryFilter(
-        model=model, outcome=outcome, since=_parse_time(since, "--since"),
-        until=_parse_time(until, "--until"), family=family,
+        model=model,
+        outcome=outcome,
+        since=_parse_time(since, "--since"),
+        until=_parse_time(until, "--until"),
+        family=family,
     )
 
 
@@ -368,7 +417,9 @@ def logs_list(
     since: SinceOpt = None,
     until: UntilOpt = None,
     family: FamilyOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show only the newest N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="Show only the newest N.")
+    ] = None,
     log: LogOpt = None,
     config: ConfigOpt = None,
     skip_invalid: SkipOpt = False,
@@ -388,8 +439,16 @@ def logs_list(
         table.add_column(col)
     for t in trajs:
         r = _row(t)
-        table.add_row(r["id"][:12], r["started_at"][:19], r["model"], r["task_id"], r["family"],
-                      r["outcome"], str(r["attempts"]), str(r["tokens"]))
+        table.add_row(
+            r["id"][:12],
+            r["started_at"][:19],
+            r["model"],
+            r["task_id"],
+            r["family"],
+            r["outcome"],
+            str(r["attempts"]),
+            str(r["tokens"]),
+        )
     out.print(table)
 
 
@@ -452,7 +511,9 @@ def logs_stats(
 
 @logs_app.command("errors")
 def logs_errors(
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show only the newest N.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", help="Show only the newest N.")
+    ] = None,
     log: LogOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -471,8 +532,13 @@ def logs_errors(
     for col in ("at", "model", "task", "stage", "error"):
         table.add_column(col)
     for row in rows:
-        table.add_row(str(row.get("at", ""))[:19], str(row.get("model")), str(row.get("task_id")),
-                      str(row.get("stage")), f"{row.get('error_type')}: {row.get('error')}"[:120])
+        table.add_row(
+            str(row.get("at", ""))[:19],
+            str(row.get("model")),
+            str(row.get("task_id")),
+            str(row.get("stage")),
+            f"{row.get('error_type')}: {row.get('error')}"[:120],
+        )
     out.print(table)
 
 
@@ -515,8 +581,16 @@ def tasks_list(as_json: JsonOpt = False) -> None:
     sets = tasksets()
     if as_json:
         for ts in sets.values():
-            print(json.dumps({"name": ts.name, "family": ts.family, "source": ts.source,
-                              "description": ts.description}))
+            print(
+                json.dumps(
+                    {
+                        "name": ts.name,
+                        "family": ts.family,
+                        "source": ts.source,
+                        "description": ts.description,
+                    }
+                )
+            )
         return
     table = Table(title=f"{len(sets)} task sets")
     for col in ("name", "family", "source", "description"):
@@ -534,7 +608,8 @@ def tasks_export(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Export only the first N tasks.")] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Data sets folder (default: $RRR_DATASETS or ../shared/data).")
+        Path | None,
+        typer.Option(help="Data sets folder (default: $RRR_DATASETS or ../shared/data)."),
     ] = None,
 ) -> None:
     """Write a task set as JSONL tasks with verifier specs (atomically: all or nothing)."""

@@ -15,7 +15,7 @@ from ._types import Message, ModelOutput, Task, Verdict, VerifierSpec
 from .verifiers import build_verifier
 
 verify_app = typer.Typer(
-    help="Judge responses with a verifier: `rrr verify --spec SPEC --response TEXT`, or a subcommand.",
+    help="Judge responses: `rrr verify --spec SPEC --response TEXT`, or a subcommand.",
     invoke_without_command=True,
 )
 
@@ -31,7 +31,9 @@ def load_spec(spec: str) -> VerifierSpec:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise VerifierSpecError(f"--spec is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+        raise VerifierSpecError(
+            f"--spec is not valid JSON: {exc.msg} (column {exc.colno})"
+        ) from exc
     if not isinstance(obj, dict) or "type" not in obj:
         raise VerifierSpecError('a verifier spec is a JSON object with a "type" field')
     return VerifierSpec(**obj)
@@ -86,7 +88,9 @@ def verify(
                 try:
                     text = response_file.read_text(encoding="utf-8")
                 except OSError as exc:
-                    raise VerifierSpecError(f"{response_file}: cannot read: {exc.strerror}") from exc
+                    raise VerifierSpecError(
+                        f"{response_file}: cannot read: {exc.strerror}"
+                    ) from exc
         else:
             text = response or ""
         verdict = judge(verifier_spec, ModelOutput(text=text))
@@ -94,8 +98,12 @@ def verify(
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
-        print(json.dumps({"valid": verdict.passed, "feedback": verdict.feedback,
-                          "details": verdict.details}, default=str))
+        print(
+            json.dumps(
+                {"valid": verdict.passed, "feedback": verdict.feedback, "details": verdict.details},
+                default=str,
+            )
+        )
     else:
         mark = "[green]valid[/]" if verdict.passed else "[red]invalid[/]"
         out.print(f"{mark} {verdict.feedback}".rstrip(), highlight=False)

@@ -72,12 +72,19 @@ def _completion(req: dict[str, Any], resp: StubResponse, counter: int) -> dict[s
     }
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 class StubOpenAIServer:
-    """A real HTTP server in a background thread. Use as a context manager; ``.base_url`` ends in /v1."""
+    """A real HTTP server in a background thread; a context manager. ``base_url`` ends in /v1."""
 
     def __init__(
         self,
@@ -126,10 +133,12 @@ class StubOpenAIServer:
                         length = int(value.strip())
                 body = await reader.readexactly(length) if length else b""
                 status, payload, headers = await self._respond(method, path, body)
-                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                        "Content-Type: application/json",
-                        f"Content-Length: {len(payload)}",
-                        "Connection: keep-alive"]
+                head = [
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+                    "Content-Type: application/json",
+                    f"Content-Length: {len(payload)}",
+                    "Connection: keep-alive",
+                ]
                 head += [f"{k}: {v}" for k, v in headers.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
                 await writer.drain()
@@ -144,9 +153,14 @@ class StubOpenAIServer:
             if task is not None:
                 self._conns.discard(task)
 
-    async def _respond(self, method: str, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+    async def _respond(
+        self, method: str, path: str, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
         if method == "GET" and path.rstrip("/").endswith("/models"):
-            data = {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "rrr"}]}
+            data = {
+                "object": "list",
+                "data": [{"id": "stub", "object": "model", "owned_by": "rrr"}],
+            }
             return 200, json.dumps(data).encode(), {}
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             return 404, b'{"error": {"message": "not found"}}', {}
@@ -159,7 +173,13 @@ class StubOpenAIServer:
         if resp.body is not None:
             return resp.status, resp.body.encode(), resp.headers
         if resp.status != 200:
-            err = {"error": {"message": f"stub status {resp.status}", "type": "stub", "code": resp.status}}
+            err = {
+                "error": {
+                    "message": f"stub status {resp.status}",
+                    "type": "stub",
+                    "code": resp.status,
+                }
+            }
             return resp.status, json.dumps(err).encode(), resp.headers
         return 200, json.dumps(_completion(req, resp, self._counter)).encode(), resp.headers
 

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rrr_agent import ScriptedModel, Task  # noqa: E402
+from rrr_agent import ScriptedModel, Task
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,5 +20,8 @@ def is_upper(text: str) -> bool:
 
 
 async def async_is_upper(text: str, **kwargs: Any) -> dict[str, Any]:
-    return {"passed": text.isupper(), "feedback": "" if text.isupper() else "not upper",
-            "details": {"suffix": kwargs.get("suffix")}}
+    return {
+        "passed": text.isupper(),
+        "feedback": "" if text.isupper() else "not upper",
+        "details": {"suffix": kwargs.get("suffix")},
+    }

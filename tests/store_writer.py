@@ -15,7 +15,9 @@ def main() -> None:
     from rrr_agent import Trajectory
 
     for i in range(count if count > 0 else 10**9):
-        task = math_task(prompt=f"{writer_id}-{i}", metadata={"pad": "x" * pad, "writer": writer_id})
+        task = math_task(
+            prompt=f"{writer_id}-{i}", metadata={"pad": "x" * pad, "writer": writer_id}
+        )
         store.append(Trajectory(task=task, model=f"writer-{writer_id}"))
         if i == 0:
             print("started", flush=True)

@@ -146,8 +146,19 @@ def test_second_retry_sees_both_earlier_rounds(scripted: ScriptedModel) -> None:
 
 
 def test_tool_call_family_uses_paper_prompt_and_tool_stubs(scripted: ScriptedModel) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
     task = Task.from_prompt(
         "Weather in Paris?",
         {"type": "python", "path": "tests.helpers:called_with_city_paris"},
@@ -220,7 +231,8 @@ def test_k_group_logs_all_branches_with_rewards(scripted: ScriptedModel) -> None
         # Reflections: one per branch, told apart by arrival order; retries echo their reflection.
         last = messages[-1]["content"]
         if last == PAPER_MATH:
-            return f"reflection-{len([r for r in scripted.requests if r.messages[-1]['content'] == PAPER_MATH])}"
+            asked = [r for r in scripted.requests if r.messages[-1]["content"] == PAPER_MATH]
+            return f"reflection-{len(asked)}"
         reflection = messages[-2]["content"]
         return "42" if reflection in ("reflection-2", "reflection-3") else "7"
 
@@ -364,7 +376,9 @@ def test_bad_request_is_not_retried(scripted: ScriptedModel) -> None:
 
 def test_per_call_timeout(scripted: ScriptedModel) -> None:
     scripted.default = ScriptedReply(text="42", delay_s=5.0)
-    engine = engine_for(scripted, timeout_s=0.05, retry_policy=RetryPolicy(tries=2, base_delay_s=0.001))
+    engine = engine_for(
+        scripted, timeout_s=0.05, retry_policy=RetryPolicy(tries=2, base_delay_s=0.001)
+    )
     with pytest.raises(ModelTimeout):
         engine.run_sync(math_task())
     assert len(scripted.requests) == 2
@@ -450,14 +464,18 @@ async def test_stream_yields_events_then_ends(scripted: ScriptedModel) -> None:
 async def test_stream_reraises_infra_error_after_run_failed(scripted: ScriptedModel) -> None:
     scripted.default = ScriptedError("server")
     names: list[str] = []
-    with pytest.raises(ServerError):
+
+    async def consume() -> None:
         async for e in engine_for(scripted).stream(math_task()):
             names.append(e.name)
+
+    with pytest.raises(ServerError):
+        await consume()
     assert names[-1] == "RunFailed"
 
 
 async def test_run_sync_inside_loop_is_refused(scripted: ScriptedModel) -> None:
-    with pytest.raises(RuntimeError, match="await engine.run"):
+    with pytest.raises(RuntimeError, match=r"await engine\.run"):
         engine_for(scripted).run_sync(math_task())
 
 
@@ -523,7 +541,9 @@ def test_trajectory_roundtrip_and_verifier_rebuilt_from_log(
     verifier = build_verifier(loaded.task.verifier)
     for attempt, verdict in zip(loaded.attempts, loaded.verdicts, strict=True):
         assert verifier.verify(attempt.as_output(), loaded.task).passed == verdict.passed  # type: ignore[union-attr]
-    assert build_conversation(loaded.task, loaded.attempts, loaded.reflections) == traj.conversation()
+    assert (
+        build_conversation(loaded.task, loaded.attempts, loaded.reflections) == traj.conversation()
+    )
 
 
 def test_direct_client_and_litellm_string_agree() -> None:

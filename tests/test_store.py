@@ -122,7 +122,7 @@ def test_corrupt_line_raises_with_file_and_line(tmp_path: Path) -> None:
     ("line", "message"),
     [
         ('{"kind": "other"}', "not a trajectory record"),
-        ('[1, 2]', "not a trajectory record"),
+        ("[1, 2]", "not a trajectory record"),
         ('{"kind": "trajectory", "model": "m"}', "invalid trajectory: task"),
     ],
 )
@@ -169,7 +169,9 @@ def _writer(path: Path, writer_id: str, count: int, pad: int) -> subprocess.Pope
 def test_concurrent_writer_processes_never_interleave(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     # Varied record sizes, up to ~200 kB: well past the pipe-atomicity size.
-    procs = [_writer(path, f"w{n}", 60, pad) for n, pad in enumerate([10, 5_000, 70_000, 200_000, 300])]
+    procs = [
+        _writer(path, f"w{n}", 60, pad) for n, pad in enumerate([10, 5_000, 70_000, 200_000, 300])
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0
     report = ReadReport()
@@ -181,21 +183,22 @@ def test_concurrent_writer_processes_never_interleave(tmp_path: Path) -> None:
         writer, i = str(t.task.messages[0].content).split("-")
         per_writer.setdefault(writer, []).append(int(i))
     # Every record arrived whole and each writer's records are in its own order.
-    assert {w: sorted(v) for w, v in per_writer.items()} == {f"w{n}": list(range(60)) for n in range(5)}
+    assert {w: sorted(v) for w, v in per_writer.items()} == {
+        f"w{n}": list(range(60)) for n in range(5)
+    }
     assert all(v == sorted(v) for v in per_writer.values())
 
 
 @pytest.mark.slow
 def test_kill_9_during_writes_never_yields_a_torn_record(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    rounds = 0
-    for pad in (2_000_000, 4_000_000, 1_000_000):  # multi-MB records: a kill can land mid-write
+    # Multi-MB records: a kill can land in the middle of a write.
+    for rounds, pad in enumerate((2_000_000, 4_000_000, 1_000_000)):
         proc = _writer(path, f"k{rounds}", 0, pad)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
         time.sleep(0.3)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        rounds += 1
     # A survivor writes after the crashes.
     store = TrajectoryStore(path)
     last = traj(999)

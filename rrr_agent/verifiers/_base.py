@@ -97,7 +97,9 @@ def import_dotted(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise VerifierSpecError(f"cannot import module {module_name!r} for {path!r}: {exc}") from exc
+        raise VerifierSpecError(
+            f"cannot import module {module_name!r} for {path!r}: {exc}"
+        ) from exc
     obj: Any = module
     for part in attr.split("."):
         try:
