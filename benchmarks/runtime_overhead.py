@@ -26,14 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rrr_agent import Engine, ModelOutput, Task, TrajectoryStore, Usage  # noqa: E402
+from rrr_agent import Engine, ModelOutput, Task, TrajectoryStore, Usage
 
 
 def free_port() -> int:
@@ -100,7 +100,9 @@ async def arm_openai(base_url: str, tasks: list[Task], concurrency: int) -> None
 
     async def call(i: int) -> None:
         reply = await client.chat.completions.create(
-            model="stub", messages=tasks[i].openai_messages(), timeout=60  # type: ignore[arg-type]
+            model="stub",
+            messages=tasks[i].openai_messages(),  # type: ignore[arg-type]
+            timeout=60,
         )
         assert reply.choices[0].message.content == "ok"
 
@@ -134,7 +136,7 @@ async def arm_engine(engine: Engine, tasks: list[Task], concurrency: int) -> Non
     assert passed == len(tasks)
 
 
-def measure(fn: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+def measure(fn: Callable[[], Coroutine[Any, Any, None]]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) for one round."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     asyncio.run(fn())
@@ -156,17 +158,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rrr-bench-"))
     results: dict[str, list[tuple[float, float]]] = {}
     try:
-        def rrr_round(r: int) -> Callable[[], Awaitable[None]]:
+
+        def rrr_round(r: int) -> Callable[[], Coroutine[Any, Any, None]]:
             store = TrajectoryStore(tmp / f"rrr-{r}.jsonl")
             engine = Engine("hosted_vllm/stub", api_base=base_url, store=store, timeout_s=60)
             return lambda: arm_engine(engine, tasks, args.concurrency)
 
-        def engine_only_round(r: int) -> Callable[[], Awaitable[None]]:
+        def engine_only_round(r: int) -> Callable[[], Coroutine[Any, Any, None]]:
             store = TrajectoryStore(tmp / f"engine-{r}.jsonl")
             engine = Engine(InstantClient(), store=store)
             return lambda: arm_engine(engine, tasks, args.concurrency)
 
-        arms: dict[str, Callable[[int], Callable[[], Awaitable[None]]]] = {
+        arms: dict[str, Callable[[int], Callable[[], Coroutine[Any, Any, None]]]] = {
             "openai": lambda r: lambda: arm_openai(base_url, tasks, args.concurrency),
             "rrr": rrr_round,
             "litellm": lambda r: lambda: arm_litellm(base_url, tasks, args.concurrency),
@@ -210,17 +213,23 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"runtime overhead: {n} single-attempt tasks, concurrency {args.concurrency}, "
-          f"median of {args.rounds} alternating rounds, instant server on 127.0.0.1")
+    print(
+        f"runtime overhead: {n} single-attempt tasks, concurrency {args.concurrency}, "
+        f"median of {args.rounds} alternating rounds, instant server on 127.0.0.1"
+    )
     print(f"{'arm':<12} {'req/s':>9} {'wall s':>8} {'CPU ms/req':>11}")
     for name, row in summary.items():
-        print(f"{name:<12} {row['requests_per_s']:>9.1f} {row['wall_s']:>8.2f} "
-              f"{row['cpu_ms_per_request']:>11.3f}")
+        print(
+            f"{name:<12} {row['requests_per_s']:>9.1f} {row['wall_s']:>8.2f} "
+            f"{row['cpu_ms_per_request']:>11.3f}"
+        )
     ok = "meets" if ratio >= 0.95 else "MISSES"
     print(f"throughput ratio rrr / raw openai: {ratio:.3f} ({ok} target >= 0.95)")
     ok = "meets" if engine_cpu <= 1.0 else "MISSES"
-    print(f"orchestration + logging CPU per trajectory (engine-only arm): {engine_cpu:.3f} ms "
-          f"({ok} target <= 1 ms)")
+    print(
+        f"orchestration + logging CPU per trajectory (engine-only arm): {engine_cpu:.3f} ms "
+        f"({ok} target <= 1 ms)"
+    )
     print(f"rrr CPU over bare litellm per trajectory: {over_litellm:.3f} ms")
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
