@@ -417,7 +417,8 @@ class _Run:
                 result = verifier.verify(output, self.task)
             if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
                 result = await result
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, InfrastructureError):
+            # An LLM judge that cannot reach its model is infrastructure, not a verdict or a bug.
             raise
         except Exception as exc:
             raise VerifierError(

@@ -589,3 +589,19 @@ def test_group_and_events_to_dict(scripted: ScriptedModel) -> None:
     assert sum(isinstance(e, ReflectionFinished) for e in events) == 2
     assert sum(isinstance(e, RetryStarted) for e in events) == 2
     assert sum(isinstance(e, AttemptFinished) for e in events) == 3
+
+
+def test_judge_infrastructure_error_stays_infrastructure(
+    scripted: ScriptedModel, tmp_path: Any
+) -> None:
+    # A judge that cannot reach its model must not look like a verifier bug or a failed answer.
+    judge = ScriptedModel(default=ScriptedError("server"))
+    task = Task.from_prompt(
+        "q", {"type": "llm_judge", "model": judge.model, "criteria": "says hi", "tries": 1}
+    )
+    scripted.add("hi")
+    store = TrajectoryStore(tmp_path / "t.jsonl")
+    with pytest.raises(ServerError):
+        engine_for(scripted, store=store).run_sync(task)
+    assert list(store.read()) == []
+    judge.close()
