@@ -262,3 +262,39 @@ def test_verify_generic_spec(tmp_path: Path) -> None:
     assert bad.exit_code == 4 and json.loads(bad.stdout)["valid"] is False
     broken = runner.invoke(app, ["verify", "--spec", '{"type": "nosuch"}', "--response", "5"])
     assert broken.exit_code == 1 and "unknown verifier type" in broken.output
+
+
+def test_verify_countdown_spec_from_the_issue() -> None:
+    spec = '{"type": "countdown", "numbers": [14, 9], "target": 23}'
+    ok = runner.invoke(
+        app, ["verify", "--spec", spec, "--response", "<answer>14 + 9</answer>", "--json"]
+    )
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["valid"] is True
+    bad = runner.invoke(app, ["verify", "--spec", spec, "--response", "14 * 9", "--json"])
+    data = json.loads(bad.stdout)
+    assert bad.exit_code == 4 and data["valid"] is False and "126" in data["feedback"]
+
+
+def test_tasks_list_json_names_every_set() -> None:
+    result = runner.invoke(app, ["tasks", "list", "--json"])
+    assert result.exit_code == 0
+    names = {json.loads(line)["name"] for line in result.stdout.splitlines()}
+    assert {
+        "countdown-test",
+        "gsm8k-test",
+        "humaneval",
+        "bfcl-simple_python",
+        "xlam-sample",
+    } <= names
+
+
+def test_tasks_export_unknown_set_and_atomic_output(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tasks", "export", "nosuch", "-o", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 1 and "unknown task set 'nosuch'" in result.output
+    assert not (tmp_path / "x.jsonl").exists()
+    missing = runner.invoke(
+        app,
+        ["tasks", "export", "gsm8k-test", "--data", str(tmp_path), "-o", str(tmp_path / "y.jsonl")],
+    )
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
