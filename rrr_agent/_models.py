@@ -284,6 +284,10 @@ def resolve_client(
             from . import _scripted  # registers the provider
 
             _scripted.ensure_registered()
+        elif model.startswith("local/"):
+            from . import local  # registers the provider; torch loads on the first call
+
+            local.ensure_registered()
         return LiteLLMClient(model, api_base=api_base, api_key=api_key)
     if isinstance(model, ModelClient):
         return model

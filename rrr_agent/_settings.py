@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_tokens: int | None = Field(None, ge=1)
     reflection_max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
+    stop: list[str] | None = Field(
+        None, description='stop strings, e.g. ["\\nUser:"] for a base model served by vLLM'
+    )
 
     # loop
     max_retries: int = Field(1, ge=0, description="retries after the first attempt")
@@ -136,6 +139,7 @@ class Settings(BaseSettings):
             max_tokens=self.max_tokens,
             reflection_max_tokens=self.reflection_max_tokens,
             seed=self.seed,
+            stop=self.stop,
         )
 
 

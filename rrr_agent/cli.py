@@ -8,15 +8,19 @@ not in the trajectory log).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
@@ -52,6 +56,37 @@ tasks_app = typer.Typer(
 app.add_typer(logs_app, name="logs")
 app.add_typer(config_app, name="config")
 app.add_typer(tasks_app, name="tasks")
+model_app = typer.Typer(
+    help="The embedded default model (gemma-3-270m base): prepare, list, info, path, verify.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+
+
+class _PassThroughGroup(TyperGroup):
+    """A group whose unknown leading arguments are extra flags for the callback, not commands.
+
+    ``rrr serve --enforce-eager`` passes the flag to vLLM; ``rrr serve load-adapter ...`` still
+    runs the subcommand.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        protected = ctx._protected_args
+        if protected and protected[0] not in self.commands:
+            ctx.args = [*protected, *ctx.args]
+            ctx._protected_args = []
+            return ctx.args
+        return rest
+
+
+serve_app = typer.Typer(
+    cls=_PassThroughGroup,
+    help="Serve a checkpoint through vLLM on 127.0.0.1; load LoRA adapters at run time.",
+    invoke_without_command=True,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+app.add_typer(serve_app, name="serve")
 app.add_typer(verify_app, name="verify")
 
 out = Console()
@@ -96,6 +131,9 @@ def run(
     tasks_file: Annotated[
         Path | None, typer.Option("--tasks", "-t", help="JSONL task file: one task per line.")
     ] = None,
+    taskset: Annotated[
+        str | None, typer.Option(help="A task set by name (see `rrr tasks list`).")
+    ] = None,
     verifier: Annotated[
         str | None,
         typer.Option(
@@ -136,6 +174,10 @@ def run(
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Max tokens per call.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(help="Stop string (repeatable); e.g. '\\nUser:' for a base model on vLLM."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Run only the first N tasks.")] = None,
     log: LogOpt = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not write trajectories.")] = False,
@@ -160,10 +202,18 @@ def run(
             temperature=temperature,
             max_tokens=max_tokens,
             seed=seed,
+            stop=[x.encode().decode("unicode_escape") for x in stop] if stop else None,
             log_path=log,
             log=False if no_log else None,
         )
-        tasks = _gather_tasks(prompt, tasks_file, verifier, family, system)
+        if taskset is not None:
+            if prompt is not None or tasks_file is not None:
+                raise typer.BadParameter("give only one of PROMPT, --tasks or --taskset")
+            from .tasksets import get_taskset
+
+            tasks = list(itertools.islice(get_taskset(taskset).load(), limit))
+        else:
+            tasks = _gather_tasks(prompt, tasks_file, verifier, family, system)
         if limit is not None:
             tasks = tasks[:limit]
         model_ref: Any = settings.model
@@ -172,10 +222,11 @@ def run(
 
             model_ref = ScriptedModel.from_file(script).model
         if not model_ref:
-            raise typer.BadParameter(
-                "no model: pass --model (a litellm model string), --script, or set RRR_MODEL / "
-                "'model' in the config file"
-            )
+            # Nothing configured: the embedded model, prepared (once) with visible progress.
+            from .embedded import EMBEDDED_MODEL_STRING
+
+            _prepare_embedded(quiet=as_json)
+            model_ref = EMBEDDED_MODEL_STRING
         engine = _engine(settings, model_ref)
         results = _run_with_progress(engine, tasks, settings.concurrency, show=not as_json)
     trajectories = [r.trajectory for r in results if r.trajectory is not None]
@@ -193,6 +244,21 @@ def run(
             err.print(f"trajectories appended to {settings.trajectory_log}", style="dim")
     if failures:
         raise typer.Exit(EXIT_INFRA)
+
+
+def _prepare_embedded(*, quiet: bool = False, force: bool = False) -> Path:
+    from . import embedded
+
+    if not force and embedded.verify().ok:
+        return embedded.checkpoint_dir()
+    with err.status("preparing the embedded model (one time, ~1 minute)") as status:
+
+        def say(msg: str) -> None:
+            status.update(msg)
+            if not quiet:
+                err.print(f"[dim]{msg}[/]")
+
+        return embedded.prepare(force=force, progress=say)
 
 
 def _gather_tasks(
@@ -641,6 +707,205 @@ def tasks_export(
             Path(tmp).unlink(missing_ok=True)
             raise
     err.print(f"wrote {count} tasks to {output}")
+
+
+# ---------------------------------------------------------------------------------------- model
+
+
+@model_app.command("prepare")
+def model_prepare(
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if the cache is intact.")
+    ] = False,
+) -> None:
+    """Assemble and convert the embedded model into the cache (a no-op when already done)."""
+    with _errors_exit():
+        path = _prepare_embedded(force=force)
+    err.print(f"embedded model ready at {path}")
+
+
+@model_app.command("list")
+def model_list(as_json: JsonOpt = False) -> None:
+    """Models this machine can run in-process (`local/...` model strings)."""
+    from . import embedded
+
+    rows = [
+        {
+            "model_string": embedded.EMBEDDED_MODEL_STRING,
+            "kind": "embedded (gemma-3-270m base)",
+            "prepared": embedded.verify().ok,
+            "path": str(embedded.checkpoint_dir()),
+        }
+    ]
+    models = embedded.cache_dir() / "models"
+    if models.is_dir():
+        for folder in sorted(
+            p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
+            if folder.name == embedded.EMBEDDED_MODEL:
+                continue
+            kind = "adapter" if (folder / "adapter_config.json").is_file() else "checkpoint"
+            rows.append(
+                {
+                    "model_string": f"local/{folder}",
+                    "kind": kind,
+                    "prepared": True,
+                    "path": str(folder),
+                }
+            )
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title="local models")
+    for col in ("model string", "kind", "prepared", "path"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            row["model_string"], row["kind"], "yes" if row["prepared"] else "no", row["path"]
+        )
+    out.print(table)
+
+
+@model_app.command("info")
+def model_info(as_json: JsonOpt = False) -> None:
+    """The embedded model: source package, hashes, cache state."""
+    from . import embedded
+
+    data = embedded.info()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(show_header=False, title="embedded model")
+    for key, value in data.items():
+        if key == "files":
+            value = ", ".join(value)
+        table.add_row(key, json.dumps(value) if isinstance(value, list) else str(value))
+    out.print(table)
+
+
+@model_app.command("path")
+def model_path() -> None:
+    """Print the embedded model's checkpoint folder (prepared or not)."""
+    from . import embedded
+
+    print(embedded.checkpoint_dir())
+
+
+@model_app.command("verify")
+def model_verify(
+    full: Annotated[bool, typer.Option("--full", help="Re-hash every file (slower).")] = False,
+) -> None:
+    """Check the prepared checkpoint against its manifest; exit 1 when it is not intact."""
+    from . import embedded
+
+    result = embedded.verify(full=full)
+    for problem in result.problems:
+        err.print(f"[red]problem:[/] {problem}", highlight=False)
+    if not result.ok:
+        raise typer.Exit(EXIT_BAD_INPUT)
+    out.print("embedded model intact" + (" (all hashes checked)" if full else ""))
+
+
+# ---------------------------------------------------------------------------------------- serve
+
+
+@serve_app.callback()
+def serve(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint folder, or 'current' (the promoted one, else the embedded model)."
+        ),
+    ] = "current",
+    lora: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH of a PEFT adapter to serve (repeatable).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Served model name.")] = "rrr",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8000,
+    max_model_len: Annotated[int, typer.Option(help="Context length.")] = 2048,
+    max_lora_rank: Annotated[int, typer.Option(help="Largest LoRA rank to accept.")] = 16,
+) -> None:
+    """Start vLLM and keep it running until Ctrl-C or SIGTERM. Extra flags go to vLLM as they are.
+
+    Prints the model string (hosted_vllm/NAME) and base URL to use with `rrr run`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import signal as _signal
+
+    from .serving import VLLMServer
+
+    loras: dict[str, str] = {}
+    for item in lora or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise typer.BadParameter(f"--lora expects NAME=PATH, got {item!r}")
+        loras[key] = value
+    server = VLLMServer(
+        None if checkpoint == "current" else checkpoint,
+        name=name,
+        port=port or None,
+        loras=loras,
+        max_model_len=max_model_len,
+        max_lora_rank=max_lora_rank,
+        extra_args=list(ctx.args),
+    )
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    _signal.signal(_signal.SIGTERM, on_term)
+    try:
+        with _errors_exit(), err.status("starting vLLM") as status:
+            server.start(progress=lambda msg: status.update(msg))
+        print(f"model string: {server.model_string}", flush=True)
+        print(f"base URL:     {server.base_url}", flush=True)
+        print(
+            f"example:      rrr run --model {server.model_string} --api-base {server.base_url} "
+            "--stop '\\nUser:' ...",
+            flush=True,
+        )
+        err.print("serving; Ctrl-C to stop")
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        err.print(
+            f"[red]vLLM exited with code {server.process.returncode if server.process else '?'}[/]"
+        )
+        err.print(server.log_tail())
+        raise typer.Exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        err.print("stopping vLLM")
+    finally:
+        server.stop()
+
+
+@serve_app.command("load-adapter")
+def serve_load_adapter(
+    name: Annotated[str, typer.Argument(help="Name requests will use as the model.")],
+    path: Annotated[Path, typer.Argument(help="PEFT adapter folder.")],
+    base_url: Annotated[str, typer.Option(help="The running server.")] = "http://127.0.0.1:8000/v1",
+) -> None:
+    """Load a LoRA adapter into a running server, without a restart."""
+    from .serving import load_adapter
+
+    with _errors_exit():
+        load_adapter(base_url, name, path)
+    err.print(f"adapter {name!r} loaded; use model hosted_vllm/{name}")
+
+
+@serve_app.command("unload-adapter")
+def serve_unload_adapter(
+    name: Annotated[str, typer.Argument(help="Adapter name.")],
+    base_url: Annotated[str, typer.Option(help="The running server.")] = "http://127.0.0.1:8000/v1",
+) -> None:
+    """Unload a LoRA adapter from a running server."""
+    from .serving import unload_adapter
+
+    with _errors_exit():
+        unload_adapter(base_url, name)
+    err.print(f"adapter {name!r} unloaded")
 
 
 @app.command()

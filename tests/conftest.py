@@ -13,6 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One converted embedded model for the whole run, inside the repo (gitignored), never the user's.
+os.environ.setdefault(
+    "RRR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".rrr-test-cache")
+)
 
 from rrr_agent import ScriptedModel, Task
 
@@ -22,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def rrr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
-        if key.startswith("RRR_") and key != "RRR_DATASETS":
+        if key.startswith("RRR_") and key not in ("RRR_DATASETS", "RRR_CACHE_DIR"):
             monkeypatch.delenv(key)
     home = tmp_path / "rrr-home"
     monkeypatch.setenv("RRR_HOME", str(home))

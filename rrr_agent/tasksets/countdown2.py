@@ -1,0 +1,117 @@
+"""Two-number Countdown with few-shot turns: a task family the embedded base model can learn on.
+
+Measured on gemma-3-270m (FIELD_NOTES): with 9 worked examples, first-try accuracy is ~40% greedy
+(~27% at temperature 1), so there is room both to fail and to improve. Each problem gives two
+numbers (2-99) and a target reachable with exactly one of + - * / (operations equally often;
+subtraction stays positive, division is exact). Problems are generated from fixed seeds; the test
+split never repeats a training problem or a worked example.
+
+The prompt is a transcript the base model continues well: a system line with the rule, nine
+worked examples as earlier user/assistant turns, then the problem.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+from .._types import Message, Task
+from . import GENERATED, register_taskset
+
+__all__ = ["INSTRUCTION", "WORKED_EXAMPLES", "generate_problems", "make_task"]
+
+INSTRUCTION = "Use both numbers exactly once with one of + - * / to reach the target."
+#: (a, b, target, equation): every operation appears at least twice.
+WORKED_EXAMPLES = [
+    (14, 9, 23, "14 + 9"),
+    (50, 2, 25, "50 / 2"),
+    (7, 6, 42, "7 * 6"),
+    (31, 4, 27, "31 - 4"),
+    (8, 35, 43, "8 + 35"),
+    (12, 11, 132, "12 * 11"),
+    (96, 8, 12, "96 / 8"),
+    (45, 17, 28, "45 - 17"),
+    (9, 5, 45, "9 * 5"),
+]
+OPS = "+-*/"
+
+
+def _problem(rng: random.Random) -> tuple[int, int, int, str]:
+    op = rng.choice(OPS)
+    while True:
+        if op == "/":
+            b = rng.randint(2, 12)
+            k = rng.randint(2, 99 // b)
+            a = b * k
+            if a <= 99:
+                return a, b, k, f"{a} / {b}"
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        if op == "+":
+            return a, b, a + b, f"{a} + {b}"
+        if op == "-" and a > b:
+            return a, b, a - b, f"{a} - {b}"
+        if op == "*" and a * b <= 999:
+            return a, b, a * b, f"{a} * {b}"
+
+
+def generate_problems(
+    seed: int, count: int, exclude: set[tuple[int, int, int]] | None = None
+) -> list[tuple[int, int, int, str]]:
+    """``count`` distinct problems from ``seed``, skipping any (a, b, target) in ``exclude``."""
+    rng = random.Random(seed)
+    seen = set(exclude or ()) | {(a, b, t) for a, b, t, _ in WORKED_EXAMPLES}
+    out = []
+    while len(out) < count:
+        a, b, t, eq = _problem(rng)
+        if (a, b, t) in seen:
+            continue
+        seen.add((a, b, t))
+        out.append((a, b, t, eq))
+    return out
+
+
+def make_task(a: int, b: int, target: int, *, task_id: str, reference: str | None = None) -> Task:
+    messages = [Message(role="system", content=INSTRUCTION)]
+    for xa, xb, xt, xeq in WORKED_EXAMPLES:
+        messages.append(Message(role="user", content=f"Numbers: {xa}, {xb}. Target: {xt}."))
+        messages.append(Message(role="assistant", content=xeq))
+    messages.append(Message(role="user", content=f"Numbers: {a}, {b}. Target: {target}."))
+    return Task(
+        id=task_id,
+        family="math",
+        messages=messages,
+        verifier={"type": "countdown", "numbers": [a, b], "target": target},  # type: ignore[arg-type]
+        metadata={"reference_equation": reference, "generator": "countdown2"},
+    )
+
+
+TRAIN_SEED, TEST_SEED = 20261121, 20261122
+TRAIN_SIZE, TEST_SIZE = 2000, 400
+
+
+def _train() -> list[tuple[int, int, int, str]]:
+    return generate_problems(TRAIN_SEED, TRAIN_SIZE)
+
+
+@register_taskset(
+    "countdown2-train",
+    description=f"Countdown, 2 numbers and one operation, 9 few-shot turns ({TRAIN_SIZE}, seeded)",
+    family="math",
+    source=GENERATED,
+)
+def load_train(_root: Path) -> Iterator[Task]:
+    for i, (a, b, t, eq) in enumerate(_train()):
+        yield make_task(a, b, t, task_id=f"countdown2-train-{i}", reference=eq)
+
+
+@register_taskset(
+    "countdown2-test",
+    description=f"Held-out 2-number Countdown ({TEST_SIZE}, seeded, disjoint from train)",
+    family="math",
+    source=GENERATED,
+)
+def load_test(_root: Path) -> Iterator[Task]:
+    exclude = {(a, b, t) for a, b, t, _ in _train()}
+    for i, (a, b, t, eq) in enumerate(generate_problems(TEST_SEED, TEST_SIZE, exclude)):
+        yield make_task(a, b, t, task_id=f"countdown2-test-{i}", reference=eq)
