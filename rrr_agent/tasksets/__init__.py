@@ -20,9 +20,7 @@ from pathlib import Path
 from .._errors import DataError
 from .._types import Task
 
-__all__ = [
-    "GENERATED",
-    "TaskSet", "datasets_root", "get_taskset", "register_taskset", "tasksets"]
+__all__ = ["GENERATED", "TaskSet", "datasets_root", "get_taskset", "register_taskset", "tasksets"]
 
 Loader = Callable[[Path], Iterator[Task]]
 

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._types import Message, Task
+from .._types import Message, Task, VerifierSpec
 from . import GENERATED, register_taskset
 
 __all__ = ["INSTRUCTION", "WORKED_EXAMPLES", "generate_problems", "make_task"]
@@ -61,7 +61,7 @@ def generate_problems(
     """``count`` distinct problems from ``seed``, skipping any (a, b, target) in ``exclude``."""
     rng = random.Random(seed)
     seen = set(exclude or ()) | {(a, b, t) for a, b, t, _ in WORKED_EXAMPLES}
-    out = []
+    out: list[tuple[int, int, int, str]] = []
     while len(out) < count:
         a, b, t, eq = _problem(rng)
         if (a, b, t) in seen:
@@ -81,7 +81,7 @@ def make_task(a: int, b: int, target: int, *, task_id: str, reference: str | Non
         id=task_id,
         family="math",
         messages=messages,
-        verifier={"type": "countdown", "numbers": [a, b], "target": target},  # type: ignore[arg-type]
+        verifier=VerifierSpec(type="countdown", numbers=[a, b], target=target),
         metadata={"reference_equation": reference, "generator": "countdown2"},
     )
 
