@@ -1,0 +1,132 @@
+"""Training configuration: one dataclass, help text on every field, paper defaults.
+
+Mirrors the parts of TRL's ``GRPOConfig`` that matter here, with the defaults of Reflect, Retry,
+Reward (KL β = 0.001, learning rate 5e-7 for a full fine-tune, cosine schedule, warm-up 3 %). Load
+it from a TOML file (``[train]`` table or top-level keys) and override with flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rrr_agent import ConfigError
+
+__all__ = ["RRRTrainConfig"]
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class RRRTrainConfig:
+    # what to train
+    model: str = _f("gemma-3-270m", "Base model: 'gemma-3-270m' (embedded) or a checkpoint folder.")
+    output_dir: str = _f("rrr-train", "Where checkpoints, the final model and metrics go.")
+    mode: Literal["online", "offline"] = _f(
+        "online",
+        "online: sample reflections from the current policy and generate retries (the paper); "
+        "offline: learn from logged k-reflection groups without generating.",
+    )
+    # data
+    holdout_fraction: float = _f(0.1, "Share of tasks held out (by task id) for evaluation.")
+    max_examples: int | None = _f(None, "Use at most this many training failures.")
+    # LoRA or full fine-tune
+    use_lora: bool = _f(True, "Train a LoRA adapter (False: full fine-tune).")
+    lora_r: int = _f(8, "LoRA rank.")
+    lora_alpha: int = _f(16, "LoRA alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], "Modules LoRA adapts."
+    )
+    # optimisation (paper defaults)
+    learning_rate: float | None = _f(
+        None, "Learning rate. Default: 5e-7 for a full fine-tune (paper), 2e-5 for LoRA."
+    )
+    beta: float = _f(0.001, "KL coefficient against the reference model (paper: 0.001).")
+    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule.")
+    warmup_ratio: float = _f(0.03, "Warm-up share of the steps.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping.")
+    num_generations: int = _f(4, "Group size: reflections sampled per failure (GRPO group).")
+    per_device_train_batch_size: int = _f(
+        4, "Completions per device per step (a multiple of num_generations)."
+    )
+    gradient_accumulation_steps: int = _f(1, "Steps to accumulate before an update.")
+    max_steps: int = _f(100, "Optimizer steps (-1: use num_train_epochs).")
+    num_train_epochs: float = _f(1.0, "Epochs over the failures when max_steps is -1.")
+    loss_type: str = _f("dapo", "TRL GRPO loss type.")
+    # generation
+    max_reflection_tokens: int = _f(64, "Longest reflection sampled (the trained completion).")
+    max_retry_tokens: int = _f(64, "Longest retry generated inside the reward (never trained).")
+    reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
+    retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
+    reflection_stop: Literal["auto", "newline", "eos"] = _f(
+        "auto",
+        "Where a reflection ends. auto: at a newline for base models with rrr's transcript "
+        "template, else at the model's end-of-turn token.",
+    )
+    # vLLM (GPU machines)
+    use_vllm: bool = _f(False, "Generate reflections with vLLM (TRL use_vllm; GPU machines).")
+    vllm_mode: Literal["colocate", "server"] = _f("colocate", "TRL vLLM mode.")
+    # bookkeeping
+    seed: int = _f(42, "Seed for sampling, shuffling and initialisation.")
+    logging_steps: int = _f(1, "Log metrics every N steps.")
+    save_steps: int = _f(50, "Save a checkpoint every N steps.")
+    save_total_limit: int | None = _f(3, "Keep at most N checkpoints.")
+    bf16: bool = _f(False, "Train in bfloat16 (GPUs; slow on most CPUs).")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+    merge: bool = _f(True, "With LoRA, also write merged full weights that vLLM loads directly.")
+    threads: int | None = _f(None, "torch threads on CPU (default: all cores).")
+
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 2e-5 if self.use_lora else 5e-7
+
+    def validate(self) -> None:
+        if self.num_generations < 2:
+            raise ConfigError("num_generations must be at least 2 (GRPO compares within a group)")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ConfigError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a "
+                f"multiple of num_generations ({self.num_generations})"
+            )
+        if not 0 <= self.holdout_fraction < 1:
+            raise ConfigError("holdout_fraction must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_sources(cls, toml_path: str | Path | None = None, **overrides: Any) -> RRRTrainConfig:
+        """Defaults ← TOML file (top level or a ``[train]`` table) ← overrides that are not None."""
+        values: dict[str, Any] = {}
+        if toml_path is not None:
+            path = Path(toml_path)
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+            values.update(data.get("train", data))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @classmethod
+    def help_table(cls) -> list[tuple[str, str, str]]:
+        return [
+            (f.name, repr(f.default) if f.default is not dataclasses.MISSING else "[...]",
+             f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls)
+        ]  # fmt: skip

@@ -1,0 +1,165 @@
+"""The training set, built from trajectory logs alone (no original program needed).
+
+A logged trajectory becomes a training example when its first attempt failed and its verifier
+spec can be rebuilt. The example's prompt is the conversation up to and including the reflection
+instruction, built by the same code the engine uses (``reflection_messages``), with the reflection
+and retry instructions exactly as logged. Examples are deduplicated on (task content, failed
+answer), and tasks are split into train and held-out by a hash of the task id, so one task never
+lands on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rrr_agent import (
+    PromptLibrary,
+    ReadReport,
+    Trajectory,
+    TrajectoryFilter,
+    VerifierSpecError,
+    build_verifier,
+    read_trajectories,
+)
+from rrr_agent._conversation import reflection_messages
+
+__all__ = ["DataReport", "FailureExample", "build_failure_set", "split_of"]
+
+
+@dataclass(slots=True)
+class FailureExample:
+    task_json: str
+    prompt: list[dict[str, Any]]  # conversation ending with the reflection instruction
+    reflection_instruction: str
+    retry_instruction: str
+    failed_answer: str
+    task_id: str
+    trajectory_id: str
+    # Logged k-reflection group (offline mode): reflections, rewards, logged log-probs.
+    group: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "task": self.task_json,
+            "retry_instruction": self.retry_instruction,
+            "task_id": self.task_id,
+        }
+
+
+@dataclass(slots=True)
+class DataReport:
+    trajectories: int = 0
+    failures: int = 0
+    train: int = 0
+    heldout: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    bad_lines: list[str] = field(default_factory=list)
+    tasks_train: int = 0
+    tasks_heldout: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trajectories": self.trajectories,
+            "first_attempt_failures": self.failures,
+            "train_examples": self.train,
+            "heldout_examples": self.heldout,
+            "train_tasks": self.tasks_train,
+            "heldout_tasks": self.tasks_heldout,
+            "skipped": dict(self.skipped),
+            "unreadable_lines": self.bad_lines,
+        }
+
+
+def split_of(task_id: str, holdout_fraction: float) -> str:
+    """'heldout' or 'train', stable for a task id across runs and machines."""
+    bucket = int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if bucket < holdout_fraction else "train"
+
+
+def _example(traj: Trajectory, prompts: PromptLibrary) -> FailureExample:
+    first = traj.attempts[0]
+    if traj.reflections:
+        reflection_instruction = traj.reflections[0].instruction or ""
+    else:  # mined failures have no reflection yet: use the family's prompt
+        reflection_instruction = prompts.get("reflection", traj.task.family).text
+    if len(traj.attempts) > 1 and traj.attempts[1].instruction:
+        retry_instruction = traj.attempts[1].instruction
+    else:
+        retry_instruction = prompts.get("retry", traj.task.family).text
+    prompt = reflection_messages(traj.task, [first], [], reflection_instruction)
+    group: list[dict[str, Any]] = []
+    for g in traj.groups:
+        if g.after_attempt != 0:
+            continue
+        for c in g.candidates:
+            if c.status == "completed" and c.reflection is not None and c.reward is not None:
+                group.append(
+                    {"text": c.reflection.text or "", "reward": c.reward,
+                     "logprobs": c.reflection.logprobs}
+                )  # fmt: skip
+    return FailureExample(
+        task_json=traj.task.model_dump_json(),
+        prompt=prompt,
+        reflection_instruction=reflection_instruction,
+        retry_instruction=retry_instruction,
+        failed_answer=first.text or json.dumps([c.model_dump() for c in first.tool_calls or []]),
+        task_id=traj.task.id,
+        trajectory_id=traj.id,
+        group=group,
+    )
+
+
+def build_failure_set(
+    paths: Iterable[str | Path],
+    *,
+    holdout_fraction: float = 0.1,
+    filt: TrajectoryFilter | None = None,
+    max_examples: int | None = None,
+) -> tuple[list[FailureExample], list[FailureExample], DataReport]:
+    """(train, heldout, report) from trajectory logs. Unreadable lines are skipped and reported."""
+    report = DataReport()
+    prompts = PromptLibrary()
+    seen: set[tuple[str, str]] = set()
+    train: list[FailureExample] = []
+    heldout: list[FailureExample] = []
+    for path in paths:
+        read = ReadReport()
+        for traj in read_trajectories(path, filt, on_error="skip", report=read):
+            report.trajectories += 1
+            if not traj.attempts or not traj.verdicts:
+                report.skipped["no attempt recorded"] += 1
+                continue
+            if traj.verdicts[0].passed:
+                report.skipped["first attempt passed"] += 1
+                continue
+            report.failures += 1
+            try:
+                build_verifier(traj.task.verifier)
+            except VerifierSpecError as exc:
+                report.skipped[f"verifier cannot be rebuilt: {exc}"[:160]] += 1
+                continue
+            example = _example(traj, prompts)
+            key = (traj.task.content_hash(), example.failed_answer)
+            if key in seen:
+                report.skipped["duplicate (same task, same failed answer)"] += 1
+                continue
+            seen.add(key)
+            if split_of(traj.task.id, holdout_fraction) == "heldout":
+                heldout.append(example)
+            else:
+                train.append(example)
+        report.bad_lines += [str(p) for p in read.problems]
+    if max_examples is not None and len(train) > max_examples:
+        report.skipped["over max_examples"] += len(train) - max_examples
+        train = train[:max_examples]
+    report.train, report.heldout = len(train), len(heldout)
+    report.tasks_train = len({e.task_id for e in train})
+    report.tasks_heldout = len({e.task_id for e in heldout})
+    return train, heldout, report

@@ -1,0 +1,337 @@
+"""Online RRR training with TRL's GRPOTrainer: reward on the reflection tokens only.
+
+Each training prompt is a logged failure: the task, the failed first attempt and the task family's
+reflection instruction (:mod:`rrr_trainer.data`). GRPO samples a group of reflections from the
+current policy; those are TRL's completions, so they, and only they, receive the policy-gradient
+loss. For every reflection the reward function continues the same conversation with the retry
+instruction and generates the retry with the current policy (no gradient, batched, left-padded),
+then rebuilds the task's verifier from its logged spec: reward 1 when the retry passes, else 0. The
+retry never enters TRL's sequences, so it is never trained.
+
+For base models that use rrr's transcript template, a reflection ends at the first newline
+(``reflection_stop="auto"``): the end-of-line token ids are added to the eos ids TRL uses to cut
+completions. Without that, a base model would ramble on into the next "User:" turn and be trained
+on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rrr_agent import DataError, ModelOutput, Task, build_verifier
+from rrr_agent._extras import require_extra
+from rrr_agent._store import JsonlAppender
+
+from .config import RRRTrainConfig
+from .data import DataReport, FailureExample, build_failure_set
+
+__all__ = ["RetryReward", "TrainResult", "load_policy", "reflection_eos_ids", "train"]
+
+
+def _torch_env(threads: int | None) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    torch = require_extra("torch", "training")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def resolve_model_path(model: str) -> Path:
+    from rrr_agent import embedded
+
+    if model in (embedded.EMBEDDED_MODEL, embedded.EMBEDDED_MODEL_STRING):
+        return embedded.prepare()
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise DataError(f"model {model!r} is neither 'gemma-3-270m' nor a checkpoint folder")
+    return path.resolve()
+
+
+def uses_transcript_template(tokenizer: Any) -> bool:
+    from rrr_agent.embedded import chat_template
+
+    return (tokenizer.chat_template or "").strip() == chat_template().strip()
+
+
+def reflection_eos_ids(tokenizer: Any, base_eos: list[int], policy: str) -> list[int]:
+    """The token ids that end a reflection (and a retry) during training."""
+    ids = list(base_eos)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.insert(0, tokenizer.eos_token_id)
+    newline = policy == "newline" or (policy == "auto" and uses_transcript_template(tokenizer))
+    if newline:
+        vocab_size = len(tokenizer)
+        ids += [i for i in range(vocab_size) if i not in ids and "\n" in tokenizer.decode([i])]
+    return ids
+
+
+def load_policy(path: Path, config: RRRTrainConfig) -> tuple[Any, Any, list[int]]:
+    """(model, tokenizer, original eos ids) for training."""
+    torch = require_extra("torch", "training")
+    transformers = require_extra("transformers", "training")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    eos = model.generation_config.eos_token_id
+    original = [eos] if isinstance(eos, int) else list(eos or [])
+    return model, tokenizer, original
+
+
+def _verify(task: Task, text: str) -> bool:
+    verifier = build_verifier(task.verifier)
+    result: Any = verifier.verify(ModelOutput(text=text), task)
+    if inspect.isawaitable(result):
+
+        async def wait() -> Any:
+            return await result
+
+        result = asyncio.run(wait())
+    return bool(result.passed)
+
+
+@dataclass
+class RetryReward:
+    """TRL reward function: generate the retry after each sampled reflection and verify it."""
+
+    tokenizer: Any
+    stop_ids: list[int]
+    max_retry_tokens: int = 64
+    retry_temperature: float = 0.0
+    trainer: Any = None
+    #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
+    last: list[dict[str, Any]] = field(default_factory=list)
+    __name__: str = "retry_success"
+
+    def generate_retries(self, conversations: list[list[dict[str, Any]]]) -> list[str]:
+        torch = require_extra("torch", "training")
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        texts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in conversations
+        ]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_retry_tokens,
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "use_cache": True,
+        }
+        if self.retry_temperature > 0:
+            kwargs.update(do_sample=True, temperature=self.retry_temperature, top_p=1.0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model.generate(**enc, **kwargs)
+        finally:
+            if was_training:
+                model.train()
+        gen = out[:, enc["input_ids"].shape[1] :]
+        results = []
+        for row in gen.tolist():
+            for j, tok in enumerate(row):
+                if tok in self.stop_ids or tok == self.tokenizer.pad_token_id:
+                    row = row[:j]
+                    break
+            results.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return results
+
+    def __call__(
+        self,
+        prompts: list[list[dict[str, Any]]],
+        completions: list[Any],
+        task: list[str],
+        retry_instruction: list[str],
+        log_metric: Any = None,
+        **_: Any,
+    ) -> list[float]:
+        reflections = [
+            (c[-1]["content"] if isinstance(c, list) else str(c)).strip() for c in completions
+        ]
+        conversations = [
+            [*p, {"role": "assistant", "content": r}, {"role": "user", "content": ri}]
+            for p, r, ri in zip(prompts, reflections, retry_instruction, strict=True)
+        ]
+        retries = self.generate_retries(conversations)
+        tasks = [Task.model_validate_json(t) for t in task]
+        rewards = [1.0 if _verify(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
+        # Does the reflection already hold a full answer (the retry then only copies it)?
+        holds_answer = [_verify(t, r) for t, r in zip(tasks, reflections, strict=True)]
+        self.last = [
+            {"reflection": f, "retry": r, "reward": w}
+            for f, r, w in zip(reflections, retries, rewards, strict=True)
+        ]
+        if log_metric is not None:
+            n = max(len(rewards), 1)
+            log_metric("rrr/retry_success", sum(rewards) / n)
+            log_metric("rrr/reflection_chars", sum(len(r) for r in reflections) / n)
+            log_metric("rrr/reflection_holds_answer", sum(holds_answer) / n)
+            log_metric("rrr/retry_chars", sum(len(r) for r in retries) / n)
+        return rewards
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path | None
+    merged_dir: Path | None
+    metrics_path: Path
+    plot_path: Path | None
+    report: DataReport
+    steps: int
+    seconds: float
+
+
+def _metrics_callback(path: Path) -> Any:
+    transformers = require_extra("transformers", "training")
+    writer = JsonlAppender(path)
+
+    class MetricsToJsonl(transformers.TrainerCallback):  # type: ignore[misc,name-defined]
+        """Every log line of the trainer, appended to metrics.jsonl (survives crashes)."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs:
+                row = {"step": state.global_step, "time": time.time()}
+                row.update({k: v for k, v in logs.items() if isinstance(v, int | float | str)})
+                writer.append(row)
+
+    return MetricsToJsonl()
+
+
+def _grpo_config(config: RRRTrainConfig, output_dir: Path, *, use_cpu: bool) -> Any:
+    trl = require_extra("trl", "GRPO training")
+    return trl.GRPOConfig(
+        output_dir=str(output_dir),
+        learning_rate=config.resolved_learning_rate(),
+        beta=config.beta,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        max_grad_norm=config.max_grad_norm,
+        num_generations=config.num_generations,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=config.max_steps,
+        num_train_epochs=config.num_train_epochs,
+        max_completion_length=config.max_reflection_tokens,
+        temperature=config.reflection_temperature,
+        loss_type=config.loss_type,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=use_cpu,
+        gradient_checkpointing=config.gradient_checkpointing,
+        use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode,
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+
+
+def build_trainer(
+    config: RRRTrainConfig, examples: list[FailureExample], output_dir: Path
+) -> tuple[Any, RetryReward, Any, list[int]]:
+    """(GRPOTrainer, reward function, tokenizer, original eos ids), ready to ``train()``."""
+    torch = require_extra("torch", "training")
+    trl = require_extra("trl", "GRPO training")
+    datasets = require_extra("datasets", "training")
+    model_path = resolve_model_path(config.model)
+    model, tokenizer, original_eos = load_policy(model_path, config)
+    stop_ids = reflection_eos_ids(tokenizer, original_eos, config.reflection_stop)
+    model.generation_config.eos_token_id = stop_ids  # TRL cuts completions at these ids
+    peft_config = None
+    if config.use_lora:
+        peft = require_extra("peft", "LoRA training")
+        peft_config = peft.LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+    dataset = datasets.Dataset.from_list([e.row() for e in examples])
+    reward = RetryReward(
+        tokenizer=tokenizer,
+        stop_ids=stop_ids,
+        max_retry_tokens=config.max_retry_tokens,
+        retry_temperature=config.retry_temperature,
+    )
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=_grpo_config(config, output_dir, use_cpu=not torch.cuda.is_available()),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_metrics_callback(output_dir / "metrics.jsonl")],
+    )
+    reward.trainer = trainer
+    return trainer, reward, tokenizer, original_eos
+
+
+def train(
+    config: RRRTrainConfig,
+    data: list[str | Path],
+    *,
+    resume: bool = True,
+) -> TrainResult:
+    """Build the failure set from ``data`` logs, train, and export the result."""
+    _torch_env(config.threads)
+    transformers = require_extra("transformers", "training")
+    started = time.perf_counter()
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_set, heldout, report = build_failure_set(
+        data, holdout_fraction=config.holdout_fraction, max_examples=config.max_examples
+    )
+    (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    if not train_set:
+        raise DataError(
+            f"no trainable failures in {', '.join(map(str, data))}: {report.to_dict()['skipped']}"
+        )
+    (output_dir / "heldout.jsonl").write_text(
+        "".join(json.dumps({"task": json.loads(e.task_json)}) + "\n" for e in heldout)
+    )
+    (output_dir / "rrr_train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if config.mode != "online":
+        from .offline import train_offline
+
+        return train_offline(config, train_set, report, output_dir, started)
+    trainer, _reward, tokenizer, original_eos = build_trainer(config, train_set, output_dir)
+    last = transformers.trainer_utils.get_last_checkpoint(str(output_dir)) if resume else None
+    trainer.train(resume_from_checkpoint=last)
+    from .export import export_model
+
+    adapter_dir, merged_dir = export_model(
+        trainer.model, tokenizer, output_dir, config, original_eos, report, trainer.state
+    )
+    from .plots import plot_metrics
+
+    metrics = output_dir / "metrics.jsonl"
+    plot = plot_metrics(metrics, output_dir / "metrics.png")
+    return TrainResult(
+        output_dir=output_dir,
+        adapter_dir=adapter_dir,
+        merged_dir=merged_dir,
+        metrics_path=metrics,
+        plot_path=plot,
+        report=report,
+        steps=int(trainer.state.global_step),
+        seconds=time.perf_counter() - started,
+    )
