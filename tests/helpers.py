@@ -25,3 +25,10 @@ async def async_is_upper(text: str, **kwargs: Any) -> dict[str, Any]:
         "feedback": "" if text.isupper() else "not upper",
         "details": {"suffix": kwargs.get("suffix")},
     }
+
+
+def hash_parity(text: str) -> bool:
+    """Passes for about half of all texts, deterministically: gives GRPO groups reward variance."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).digest()[0] % 2 == 0

@@ -1,0 +1,363 @@
+"""The trainer on a tiny model built here: data from logs, mining, GRPO that changes parameters,
+gradient only on reflection tokens, rewards from rebuilt verifiers, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("trl", reason="needs the 'train' extra")
+
+from rrr_agent import (  # noqa: E402
+    ConfigError,
+    Engine,
+    ScriptedModel,
+    Task,
+    Trajectory,
+    TrajectoryStore,
+)
+from rrr_trainer import RRRTrainConfig, build_failure_set, mine_failures, split_of  # noqa: E402
+
+from .conftest import math_task  # noqa: E402
+from .tiny_model import build_tiny_model  # noqa: E402
+
+PAPER_MATH = (
+    "You tried solving the problem and got the wrong answer. Reflect on what went wrong and write "
+    "a short explanation that will help you do better next time."
+)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def parity_task(i: int) -> Task:
+    return Task.from_prompt(
+        f"Numbers: {i}, 9. Target: {i + 9}.",
+        {"type": "python", "path": "tests.helpers:hash_parity"},
+        family="math",
+        id=f"parity-{i}",
+    )
+
+
+def failures_log(tmp_path: Path, n: int = 4) -> Path:
+    """Real trajectories from the engine: every first attempt fails, then a reflection and retry."""
+    log = tmp_path / "failures.jsonl"
+    model = ScriptedModel(default="odd")  # sha256("odd")[0] is odd: fails hash_parity
+    assert not __import__("tests.helpers", fromlist=["x"]).hash_parity("odd")
+    engine = Engine(model.model, store=TrajectoryStore(log))
+    engine.run_many_sync([parity_task(i) for i in range(n)], concurrency=4)
+    return log
+
+
+def config(tmp_path: Path, tiny: Path, **kw: Any) -> RRRTrainConfig:
+    values: dict[str, Any] = dict(
+        model=str(tiny), output_dir=str(tmp_path / "out"), max_steps=2, num_generations=4,
+        per_device_train_batch_size=4, max_reflection_tokens=8, max_retry_tokens=6,
+        retry_temperature=1.0, holdout_fraction=0.0, save_steps=1, learning_rate=1e-2,
+        merge=True, seed=3,
+    )  # fmt: skip
+    values.update(kw)
+    return RRRTrainConfig(**values)
+
+
+# ------------------------------------------------------------------------------ config and data
+
+
+def test_config_paper_defaults_and_sources(tmp_path: Path) -> None:
+    full = RRRTrainConfig(use_lora=False)
+    assert full.beta == 0.001 and full.resolved_learning_rate() == 5e-7
+    assert full.lr_scheduler_type == "cosine" and full.warmup_ratio == 0.03
+    assert RRRTrainConfig().resolved_learning_rate() > 5e-7  # LoRA gets a higher default
+    toml = tmp_path / "train.toml"
+    toml.write_text("[train]\nmax_steps = 7\nlora_r = 4\n")
+    cfg = RRRTrainConfig.from_sources(toml, lora_r=16, beta=None)
+    assert (cfg.max_steps, cfg.lora_r, cfg.beta) == (7, 16, 0.001)
+    toml.write_text("max_stepz = 1\n")
+    with pytest.raises(ConfigError, match="unknown training setting"):
+        RRRTrainConfig.from_sources(toml)
+    with pytest.raises(ConfigError, match="multiple of num_generations"):
+        RRRTrainConfig.from_sources(None, num_generations=3, per_device_train_batch_size=4)
+    assert all(help_text for _, _, help_text in RRRTrainConfig.help_table())
+
+
+def test_failure_set_from_logs_alone(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    store = TrajectoryStore(log)
+    scripted = ScriptedModel(["42", "7", "my reflection", "8", "7", "again", "9"])
+    engine = Engine(scripted.model, store=store)
+    engine.run_sync(math_task())  # passes first try: skipped
+    engine.run_sync(math_task(prompt="q2"))  # fails: kept
+    engine.run_sync(math_task(prompt="q2"))  # same task, same failed answer "7": duplicate
+    bad = json.loads(log.read_text().splitlines()[1])
+    bad["id"] = "bad-spec"
+    bad["task"]["verifier"] = {"type": "no-such-verifier"}
+    with log.open("a") as fh:
+        fh.write(json.dumps(bad) + "\n")
+        fh.write("not json\n")
+    train, heldout, report = build_failure_set([log], holdout_fraction=0.0)
+    assert report.trajectories == 4 and report.failures == 3
+    assert len(train) == 1 and heldout == []
+    skipped = report.to_dict()["skipped"]
+    assert skipped["first attempt passed"] == 1
+    assert skipped["duplicate (same task, same failed answer)"] == 1
+    assert any(k.startswith("verifier cannot be rebuilt") for k in skipped)
+    assert report.bad_lines and ":5:" in report.bad_lines[0]
+    example = train[0]
+    # The prompt is the logged conversation up to the paper's reflection instruction.
+    assert example.prompt[-1] == {"role": "user", "content": PAPER_MATH}
+    assert example.prompt[-2] == {"role": "assistant", "content": "7"}
+    assert example.retry_instruction.startswith("Try again")
+    assert Task.model_validate_json(example.task_json).verifier.type == "exact"
+
+
+def test_holdout_split_is_by_task_and_stable() -> None:
+    ids = [f"task-{i}" for i in range(400)]
+    held = [i for i in ids if split_of(i, 0.25) == "heldout"]
+    assert 60 < len(held) < 140
+    assert held == [i for i in ids if split_of(i, 0.25) == "heldout"]  # same every time
+
+
+def test_mine_failures_keeps_distinct_failures(tmp_path: Path) -> None:
+    answers = iter(["42", "1", "1", "2", "42", "3"] * 3)
+    model = ScriptedModel(default=lambda messages: next(answers))
+    out = tmp_path / "mined.jsonl"
+    report = mine_failures([math_task()], model.model, out, samples=6, keep_per_task=2,
+                           concurrency=1)  # fmt: skip
+    assert report.samples == 6 and report.failures_kept == 2
+    mined = list(TrajectoryStore(out).read())
+    assert [t.attempts[0].text for t in mined] == ["1", "2"]
+    assert all(len(t.attempts) == 1 and not t.first_try_passed for t in mined)
+    assert report.to_dict()["mean_first_try_pass_rate"] == pytest.approx(2 / 6)
+    train, _, _ = build_failure_set([out], holdout_fraction=0.0)
+    assert len(train) == 2 and train[0].prompt[-1]["content"] == PAPER_MATH
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _params(model: Any) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_training_changes_parameters(tmp_path: Path, tiny: Path, use_lora: bool) -> None:
+    from rrr_trainer.grpo import build_trainer
+
+    train, _, _ = build_failure_set([failures_log(tmp_path)], holdout_fraction=0.0)
+    cfg = config(tmp_path, tiny, use_lora=use_lora, max_steps=3)
+    trainer, reward, _, _ = build_trainer(cfg, train, tmp_path / "out")
+    before = _params(trainer.model)
+    trainer.train()
+    after = _params(trainer.model)
+    changed = [n for n in before if not before[n].equal(after[n])]
+    if use_lora:
+        assert changed and all("lora" in n for n in changed)
+    else:
+        assert len(changed) > len(before) // 2
+    rewards = [row["reward"] for row in reward.last]
+    assert set(rewards) <= {0.0, 1.0}
+
+
+def test_rewards_come_from_verifiers_rebuilt_from_the_log(tmp_path: Path, tiny: Path) -> None:
+    from rrr_agent import ModelOutput, build_verifier
+    from rrr_trainer.grpo import build_trainer
+
+    log = failures_log(tmp_path)
+    train, _, _ = build_failure_set([log], holdout_fraction=0.0)
+    trainer, reward, _, _ = build_trainer(
+        config(tmp_path, tiny, max_steps=1), train, tmp_path / "o"
+    )
+    trainer.train()
+    assert len(reward.last) == 4
+    spec = next(iter(TrajectoryStore(log).read())).task.verifier  # the spec as logged
+    verifier = build_verifier(spec)
+    for row in reward.last:
+        verdict: Any = verifier.verify(
+            ModelOutput(text=row["retry"]), Task.model_validate_json(train[0].task_json)
+        )
+        assert row["reward"] == (1.0 if verdict.passed else 0.0)
+
+
+def test_only_reflection_tokens_carry_gradient(tmp_path: Path, tiny: Path) -> None:
+    import torch
+
+    from rrr_trainer.grpo import build_trainer
+
+    train, _, _ = build_failure_set([failures_log(tmp_path)], holdout_fraction=0.0)
+    cfg = config(tmp_path, tiny, use_lora=False, beta=0.0)
+    trainer, reward, tokenizer, _ = build_trainer(cfg, train, tmp_path / "out")
+    rows = [train[0].row()] * cfg.num_generations
+    for _ in range(20):  # sample until the group's rewards differ (nonzero advantages)
+        batch = trainer._generate_and_score_completions(rows)
+        if batch["advantages"].abs().sum() > 0:
+            break
+    assert batch["advantages"].abs().sum() > 0, "no reward variance in 20 groups"
+
+    captured: dict[str, Any] = {}
+    original = trainer._get_per_token_logps_and_entropies
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        logps, entropies, aux = original(*args, **kwargs)
+        logps.retain_grad()
+        captured["logps"] = logps
+        captured["logits_to_keep"] = args[3] if len(args) > 3 else kwargs["logits_to_keep"]
+        return logps, entropies, aux
+
+    trainer._get_per_token_logps_and_entropies = capture
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    grad = captured["logps"].grad
+    mask = batch["completion_mask"].bool()
+    # Only completion (reflection) positions exist in the loss at all: prompt tokens are not scored.
+    assert captured["logits_to_keep"] == batch["completion_ids"].shape[1]
+    assert grad.shape == batch["completion_ids"].shape
+    assert torch.all(grad[~mask] == 0)  # padding after the reflection: no gradient
+    nonzero_rows = batch["advantages"] != 0
+    assert torch.all(
+        grad[nonzero_rows][mask[nonzero_rows]] != 0
+    )  # every reflection token: gradient
+    # The retry is generated inside the reward and never enters the trained sequences.
+    retry_instruction = train[0].retry_instruction
+    for prompt_ids, completion_ids in zip(
+        batch["prompt_ids"], batch["completion_ids"], strict=True
+    ):
+        text = tokenizer.decode(torch.cat([prompt_ids, completion_ids]), skip_special_tokens=True)
+        assert retry_instruction not in text
+    assert reward.last and all(r["retry"] is not None for r in reward.last)
+
+
+def test_checkpoints_save_reload_and_resume(tmp_path: Path, tiny: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from rrr_trainer.grpo import train as run_training
+
+    log = failures_log(tmp_path)
+    cfg = config(tmp_path, tiny, max_steps=2)
+    first = run_training(cfg, [log])
+    out = Path(cfg.output_dir)
+    assert first.steps == 2 and (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
+    assert first.adapter_dir and (first.adapter_dir / "adapter_config.json").is_file()
+    assert first.merged_dir and (first.merged_dir / "model.safetensors").is_file()
+    card = (out / "final" / "README.md").read_text()
+    assert "Reflect, Retry, Reward" in card and "base model" in card
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"rrr/retry_success", "rrr/reflection_chars", "frac_reward_zero_std", "kl",
+            "grad_norm"} <= set().union(*metrics)  # fmt: skip
+    assert first.plot_path and first.plot_path.stat().st_size > 10_000
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny))
+    adapted = PeftModel.from_pretrained(base, str(first.adapter_dir))
+    merged = AutoModelForCausalLM.from_pretrained(str(first.merged_dir))
+    assert merged.generation_config.eos_token_id == [base.config.eos_token_id]  # restored
+    probe = adapted.get_base_model().model.embed_tokens.weight.new_ones(1, 3).long()
+    assert adapted(probe).logits.allclose(merged(probe).logits, atol=1e-4)
+
+    # Resume: a longer run picks up at checkpoint-2 instead of starting over.
+    resumed = run_training(config(tmp_path, tiny, max_steps=3), [log])
+    assert resumed.steps == 3
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    steps_logged = [row["step"] for row in state["log_history"] if "loss" in row]
+    assert steps_logged == [1, 2, 3]
+
+
+def test_no_failures_is_a_clear_error(tmp_path: Path, tiny: Path) -> None:
+    from rrr_agent import DataError
+    from rrr_trainer.grpo import train as run_training
+
+    log = tmp_path / "passes.jsonl"
+    TrajectoryStore(log).append(Trajectory(task=math_task(), model="m"))
+    with pytest.raises(DataError, match="no trainable failures"):
+        run_training(config(tmp_path, tiny), [log])
+
+
+# ------------------------------------------------------------------------------ offline mode
+
+
+def groups_log(tmp_path: Path, n_tasks: int = 3) -> Path:
+    """Engine runs with k=4 reflections: branches whose reflection says 'add' retry correctly."""
+    from rrr_agent import LoopOptions
+
+    log = tmp_path / "groups.jsonl"
+    reflections = iter(
+        ["I should add.", "Maybe multiply.", "I should add them.", "Divide?"] * n_tasks
+    )
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[-1]["content"] == PAPER_MATH:
+            return next(reflections)
+        if len(messages) == 1:
+            return "7"  # first attempt: wrong
+        return "42" if "add" in messages[-2]["content"] else "5"
+
+    model = ScriptedModel(default=reply)
+    engine = Engine(model.model, store=TrajectoryStore(log), options=LoopOptions(reflections=4))
+    for i in range(n_tasks):
+        engine.run_sync(math_task(prompt=f"What is 17 + 25? ({i})"))
+    return log
+
+
+def test_group_advantages() -> None:
+    from rrr_trainer.offline import group_advantages
+
+    adv = group_advantages([1.0, 0.0, 1.0, 0.0])
+    assert adv[0] == pytest.approx(1.0, abs=1e-3) and adv[1] == pytest.approx(-1.0, abs=1e-3)
+    assert sum(adv) == pytest.approx(0.0)
+
+
+def test_offline_training_on_logged_groups(tmp_path: Path, tiny: Path) -> None:
+    from rrr_trainer.grpo import train as run_training
+
+    log = groups_log(tmp_path)
+    train, _, _ = build_failure_set([log], holdout_fraction=0.0)
+    assert [sorted(c["reward"] for c in e.group) for e in train] == [[0.0, 0.0, 1.0, 1.0]] * 3
+    cfg = config(tmp_path, tiny, mode="offline", max_steps=3, per_device_train_batch_size=8)
+    result = run_training(cfg, [log])
+    assert result.steps == 3 and result.adapter_dir is not None
+    rows = [
+        json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["grad_norm"] > 0 for r in rows)
+    assert all(r["importance_corrected"] == 0.0 for r in rows)  # no logged log-probs here
+    # The adapter moved: LoRA B matrices start at zero and are no longer zero.
+    from safetensors.torch import load_file
+
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert any(float(w.abs().sum()) > 0 for k, w in weights.items() if "lora_B" in k)
+    # Resume continues from the last checkpoint.
+    more = run_training(config(tmp_path, tiny, mode="offline", max_steps=4,
+                               per_device_train_batch_size=8), [log])  # fmt: skip
+    assert more.steps == 4
+
+
+def test_offline_uses_logged_logprobs_for_the_ratio(tmp_path: Path, tiny: Path) -> None:
+    from rrr_trainer.grpo import train as run_training
+    from transformers import AutoTokenizer
+
+    log = groups_log(tmp_path, n_tasks=1)
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    record = json.loads(log.read_text().splitlines()[0])
+    for cand in record["groups"][0]["candidates"]:
+        n = len(tok(" " + cand["reflection"]["text"].strip(), add_special_tokens=False).input_ids)
+        cand["reflection"]["logprobs"] = [-2.0] * n  # as a server would have logged them
+    log.write_text(json.dumps(record) + "\n")
+    cfg = config(tmp_path, tiny, mode="offline", max_steps=1, per_device_train_batch_size=4)
+    run_training(cfg, [log])
+    row = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["importance_corrected"] == 1.0
+
+
+def test_offline_without_groups_is_a_clear_error(tmp_path: Path, tiny: Path) -> None:
+    from rrr_agent import DataError
+    from rrr_trainer.grpo import train as run_training
+
+    with pytest.raises(DataError, match="needs logged k-reflection groups"):
+        run_training(config(tmp_path, tiny, mode="offline"), [failures_log(tmp_path)])

@@ -1,0 +1,258 @@
+"""Offline RRR training: learn from logged k-reflection groups without generating anything.
+
+When the runtime ran with ``reflections=k`` it logged, for each failure, k reflections and whether
+the retry after each passed (``ReflectionGroup``). Those are complete GRPO groups: the advantage of
+reflection *i* is ``(r_i - mean(r)) / (std(r) + 1e-4)`` within its group, and only its tokens
+(plus the token that ended it) receive the policy-gradient loss. Groups whose rewards are all equal
+carry no signal and are skipped (counted in the metrics).
+
+The policy ratio. The logged reflections were sampled by the policy that was serving then, not by
+the one being trained. When the log holds per-token log-probabilities for a reflection (servers
+return them when asked, e.g. ``SamplingParams(extra={"logprobs": True})``) and they match the
+re-tokenised reflection, the loss is PPO's clipped objective with ``ratio = exp(logp - logp_logged)``
+(clip ``epsilon``). Without them the samples are treated as on-policy (``ratio = 1``, a
+REINFORCE-style gradient with group baselines): correct for the first pass over data logged by the
+same weights, increasingly off-policy after that. The KL penalty against the reference model (the
+base weights) uses the k3 estimator, with ``beta`` as in online mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from rrr_agent import DataError
+from rrr_agent._extras import require_extra
+from rrr_agent._store import JsonlAppender
+
+from .config import RRRTrainConfig
+from .data import DataReport, FailureExample
+
+__all__ = ["OfflineGroup", "group_advantages", "train_offline"]
+
+EPSILON = 0.2
+
+
+@dataclass(slots=True)
+class OfflineGroup:
+    prompt: list[dict[str, Any]]
+    reflections: list[str]
+    rewards: list[float]
+    logprobs: list[list[float] | None] = field(default_factory=list)
+
+
+def group_advantages(rewards: list[float]) -> list[float]:
+    mean = sum(rewards) / len(rewards)
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+    return [(r - mean) / (std + 1e-4) for r in rewards]
+
+
+def _groups(examples: list[FailureExample]) -> tuple[list[OfflineGroup], dict[str, int]]:
+    usable: list[OfflineGroup] = []
+    skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
+    for e in examples:
+        if not e.group:
+            skipped["no logged group"] += 1
+            continue
+        if len(e.group) < 2:
+            skipped["fewer than 2 reflections"] += 1
+            continue
+        rewards = [float(c["reward"]) for c in e.group]
+        if len(set(rewards)) == 1:
+            skipped["all rewards equal"] += 1
+            continue
+        usable.append(
+            OfflineGroup(
+                prompt=e.prompt,
+                reflections=[c["text"] for c in e.group],
+                rewards=rewards,
+                logprobs=[c.get("logprobs") for c in e.group],
+            )
+        )
+    return usable, skipped
+
+
+def _sequence_logps(model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any) -> Any:
+    torch = require_extra("torch", "training")
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    targets = input_ids[:, 1:]
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logps * completion_mask[:, 1:]
+
+
+def train_offline(
+    config: RRRTrainConfig,
+    examples: list[FailureExample],
+    report: DataReport,
+    output_dir: Path,
+    started: float,
+) -> Any:
+    torch = require_extra("torch", "training")
+    transformers = require_extra("transformers", "training")
+    from .export import export_model
+    from .grpo import TrainResult, load_policy, resolve_model_path, uses_transcript_template
+    from .plots import plot_metrics
+
+    groups, skipped = _groups(examples)
+    (output_dir / "offline_groups.json").write_text(
+        json.dumps({"usable_groups": len(groups), "skipped": skipped}, indent=2)
+    )
+    if not groups:
+        raise DataError(
+            f"offline mode needs logged k-reflection groups with differing rewards; "
+            f"found none ({skipped}). Log them with `rrr run -k 4 ...`."
+        )
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    model, tokenizer, original_eos = load_policy(resolve_model_path(config.model), config)
+    # The token that ends a reflection, as in online mode: a newline for transcript-template base
+    # models (and reflection_stop="newline"), else the end-of-turn token.
+    newline = config.reflection_stop == "newline" or (
+        config.reflection_stop == "auto" and uses_transcript_template(tokenizer)
+    )
+    end_token = (
+        tokenizer("\n", add_special_tokens=False).input_ids[-1]
+        if newline
+        else (original_eos[0] if original_eos else tokenizer.eos_token_id)
+    )
+    if config.use_lora:
+        peft = require_extra("peft", "LoRA training")
+        model = peft.get_peft_model(
+            model,
+            peft.LoraConfig(
+                r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM",
+            ),
+        )  # fmt: skip
+        reference = None  # the adapter disabled is the reference
+    else:
+        reference = transformers.AutoModelForCausalLM.from_pretrained(
+            str(resolve_model_path(config.model)), dtype=next(model.parameters()).dtype
+        ).eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.resolved_learning_rate())
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(
+        len(groups) * config.num_train_epochs * config.num_generations
+        / config.per_device_train_batch_size
+    )  # fmt: skip
+    scheduler = transformers.get_scheduler(
+        config.lr_scheduler_type, optimizer,
+        num_warmup_steps=int(config.warmup_ratio * steps), num_training_steps=steps,
+    )  # fmt: skip
+    step = 0
+    last = transformers.trainer_utils.get_last_checkpoint(str(output_dir))
+    if last is not None:
+        state = torch.load(Path(last) / "offline_state.pt", weights_only=False)
+        if config.use_lora:
+            peft = require_extra("peft", "LoRA training")
+            peft.set_peft_model_state_dict(model, state["model"])
+        else:
+            model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        rng.setstate(state["rng"])
+    metrics = JsonlAppender(output_dir / "metrics.jsonl")
+    log_history: list[dict[str, Any]] = []
+    groups_per_step = max(1, config.per_device_train_batch_size // config.num_generations)
+    model.train()
+    while step < steps:
+        batch = [rng.choice(groups) for _ in range(groups_per_step)]
+        rows, advantages, old = [], [], []
+        for g in batch:
+            prompt = tokenizer.apply_chat_template(
+                g.prompt, tokenize=False, add_generation_prompt=True
+            )
+            prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+            for text, adv, lp in zip(g.reflections, group_advantages(g.rewards), g.logprobs,
+                                     strict=True):  # fmt: skip
+                comp = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
+                comp = comp[: config.max_reflection_tokens] + [end_token]
+                rows.append((prompt_ids, comp))
+                advantages.append(adv)
+                n = len(comp) - 1  # reflection tokens (the end token has no logged log-prob)
+                old.append(lp[:n] if lp is not None and len(lp) >= n else None)
+        width = max(len(p) + len(c) for p, c in rows)
+        pad = tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        cmask = torch.zeros((len(rows), width), dtype=torch.float32)
+        for i, (p, c) in enumerate(rows):  # left padding
+            seq = p + c
+            ids[i, width - len(seq) :] = torch.tensor(seq)
+            attn[i, width - len(seq) :] = 1
+            cmask[i, width - len(c) :] = 1.0
+        logps = _sequence_logps(model, ids, attn, cmask)
+        mask = cmask[:, 1:]
+        adv = torch.tensor(advantages).unsqueeze(1)
+        old_logps = logps.detach().clone()
+        for i, lp in enumerate(old):
+            if lp is not None:
+                positions = mask[i].nonzero().squeeze(-1)[: len(lp)]
+                old_logps[i, positions] = torch.tensor(lp, dtype=old_logps.dtype)
+        ratio = torch.exp(logps - old_logps)
+        surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - EPSILON, 1 + EPSILON) * adv)
+        with torch.no_grad():
+            if reference is None:
+                with model.disable_adapter():
+                    ref_logps = _sequence_logps(model, ids, attn, cmask)
+            else:
+                ref_logps = _sequence_logps(reference, ids, attn, cmask)
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1
+        per_token = -(surrogate - config.beta * kl)
+        loss = (per_token * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        row = {
+            "step": step,
+            "time": time.time(),
+            "loss": float(loss),
+            "grad_norm": grad_norm,
+            "kl": float((kl * mask).sum() / mask.sum()),
+            "reward": sum(sum(g.rewards) / len(g.rewards) for g in batch) / len(batch),
+            "rrr/retry_success": sum(sum(g.rewards) for g in batch)
+            / sum(len(g.rewards) for g in batch),
+            "rrr/reflection_chars": sum(len(r) for g in batch for r in g.reflections)
+            / sum(len(g.reflections) for g in batch),
+            "frac_reward_zero_std": 0.0,  # such groups were filtered out before training
+            "learning_rate": scheduler.get_last_lr()[0],
+            "importance_corrected": sum(o is not None for o in old) / len(old),
+        }
+        metrics.append(row)
+        log_history.append(row)
+        if step % config.save_steps == 0 or step == steps:
+            ckpt = output_dir / f"checkpoint-{step}"
+            ckpt.mkdir(parents=True, exist_ok=True)
+            if config.use_lora:
+                peft = require_extra("peft", "LoRA training")
+                model_state = peft.get_peft_model_state_dict(model)
+            else:
+                model_state = model.state_dict()
+            torch.save(
+                {"model": model_state, "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "step": step, "rng": rng.getstate()},
+                ckpt / "offline_state.pt",
+            )  # fmt: skip
+            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step,
+                                                                 "log_history": log_history}))  # fmt: skip
+    state = SimpleNamespace(global_step=step, log_history=log_history)
+    adapter_dir, merged_dir = export_model(
+        model, tokenizer, output_dir, config, original_eos, report, state
+    )
+    plot = plot_metrics(output_dir / "metrics.jsonl", output_dir / "metrics.png")
+    return TrainResult(
+        output_dir=output_dir, adapter_dir=adapter_dir, merged_dir=merged_dir,
+        metrics_path=output_dir / "metrics.jsonl", plot_path=plot, report=report, steps=step,
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
