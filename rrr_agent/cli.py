@@ -957,7 +957,6 @@ def train_mine(
 ) -> None:
     """Sample first attempts (up to N per task) and keep the failures: the dataset of failures."""
     from rich.progress import Progress
-
     from rrr_trainer.mine import mine_failures
 
     with _errors_exit():

@@ -11,7 +11,9 @@ import pytest
 
 pytest.importorskip("trl", reason="needs the 'train' extra")
 
-from rrr_agent import (  # noqa: E402
+from rrr_trainer import RRRTrainConfig, build_failure_set, mine_failures, split_of
+
+from rrr_agent import (
     ConfigError,
     Engine,
     ScriptedModel,
@@ -19,10 +21,9 @@ from rrr_agent import (  # noqa: E402
     Trajectory,
     TrajectoryStore,
 )
-from rrr_trainer import RRRTrainConfig, build_failure_set, mine_failures, split_of  # noqa: E402
 
-from .conftest import math_task  # noqa: E402
-from .tiny_model import build_tiny_model  # noqa: E402
+from .conftest import math_task
+from .tiny_model import build_tiny_model
 
 PAPER_MATH = (
     "You tried solving the problem and got the wrong answer. Reflect on what went wrong and write "
@@ -164,8 +165,9 @@ def test_training_changes_parameters(tmp_path: Path, tiny: Path, use_lora: bool)
 
 
 def test_rewards_come_from_verifiers_rebuilt_from_the_log(tmp_path: Path, tiny: Path) -> None:
-    from rrr_agent import ModelOutput, build_verifier
     from rrr_trainer.grpo import build_trainer
+
+    from rrr_agent import ModelOutput, build_verifier
 
     log = failures_log(tmp_path)
     train, _, _ = build_failure_set([log], holdout_fraction=0.0)
@@ -185,7 +187,6 @@ def test_rewards_come_from_verifiers_rebuilt_from_the_log(tmp_path: Path, tiny: 
 
 def test_only_reflection_tokens_carry_gradient(tmp_path: Path, tiny: Path) -> None:
     import torch
-
     from rrr_trainer.grpo import build_trainer
 
     train, _, _ = build_failure_set([failures_log(tmp_path)], holdout_fraction=0.0)
@@ -235,9 +236,8 @@ def test_only_reflection_tokens_carry_gradient(tmp_path: Path, tiny: Path) -> No
 
 def test_checkpoints_save_reload_and_resume(tmp_path: Path, tiny: Path) -> None:
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     from rrr_trainer.grpo import train as run_training
+    from transformers import AutoModelForCausalLM
 
     log = failures_log(tmp_path)
     cfg = config(tmp_path, tiny, max_steps=2)
@@ -269,8 +269,9 @@ def test_checkpoints_save_reload_and_resume(tmp_path: Path, tiny: Path) -> None:
 
 
 def test_no_failures_is_a_clear_error(tmp_path: Path, tiny: Path) -> None:
-    from rrr_agent import DataError
     from rrr_trainer.grpo import train as run_training
+
+    from rrr_agent import DataError
 
     log = tmp_path / "passes.jsonl"
     TrajectoryStore(log).append(Trajectory(task=math_task(), model="m"))
@@ -356,8 +357,9 @@ def test_offline_uses_logged_logprobs_for_the_ratio(tmp_path: Path, tiny: Path) 
 
 
 def test_offline_without_groups_is_a_clear_error(tmp_path: Path, tiny: Path) -> None:
-    from rrr_agent import DataError
     from rrr_trainer.grpo import train as run_training
+
+    from rrr_agent import DataError
 
     with pytest.raises(DataError, match="needs logged k-reflection groups"):
         run_training(config(tmp_path, tiny, mode="offline"), [failures_log(tmp_path)])

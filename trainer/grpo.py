@@ -108,6 +108,8 @@ class RetryReward:
     stop_ids: list[int]
     max_retry_tokens: int = 64
     retry_temperature: float = 0.0
+    #: Force at least this many retry tokens (benchmarks compare fixed token counts).
+    retry_min_tokens: int = 0
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
@@ -128,6 +130,8 @@ class RetryReward:
             "pad_token_id": self.tokenizer.pad_token_id,
             "use_cache": True,
         }
+        if self.retry_min_tokens:
+            kwargs["min_new_tokens"] = self.retry_min_tokens
         if self.retry_temperature > 0:
             kwargs.update(do_sample=True, temperature=self.retry_temperature, top_p=1.0)
         else:
@@ -312,7 +316,8 @@ def train(
     if config.mode != "online":
         from .offline import train_offline
 
-        return train_offline(config, train_set, report, output_dir, started)
+        offline: TrainResult = train_offline(config, train_set, report, output_dir, started)
+        return offline
     trainer, _reward, tokenizer, original_eos = build_trainer(config, train_set, output_dir)
     last = transformers.trainer_utils.get_last_checkpoint(str(output_dir)) if resume else None
     trainer.train(resume_from_checkpoint=last)

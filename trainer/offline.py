@@ -9,10 +9,10 @@ carry no signal and are skipped (counted in the metrics).
 The policy ratio. The logged reflections were sampled by the policy that was serving then, not by
 the one being trained. When the log holds per-token log-probabilities for a reflection (servers
 return them when asked, e.g. ``SamplingParams(extra={"logprobs": True})``) and they match the
-re-tokenised reflection, the loss is PPO's clipped objective with ``ratio = exp(logp - logp_logged)``
-(clip ``epsilon``). Without them the samples are treated as on-policy (``ratio = 1``, a
-REINFORCE-style gradient with group baselines): correct for the first pass over data logged by the
-same weights, increasingly off-policy after that. The KL penalty against the reference model (the
+re-tokenised reflection, the loss is PPO's clipped objective with
+``ratio = exp(logp - logp_logged)`` (clip ``epsilon``). Without them the samples are treated as
+on-policy (``ratio = 1``, a REINFORCE-style gradient with group baselines): correct for the first
+pass over data logged by the same weights, increasingly off-policy after that. The KL penalty against the reference model (the
 base weights) uses the k3 estimator, with ``beta`` as in online mode.
 """
 
@@ -173,7 +173,7 @@ def train_offline(
             for text, adv, lp in zip(g.reflections, group_advantages(g.rewards), g.logprobs,
                                      strict=True):  # fmt: skip
                 comp = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
-                comp = comp[: config.max_reflection_tokens] + [end_token]
+                comp = [*comp[: config.max_reflection_tokens], end_token]
                 rows.append((prompt_ids, comp))
                 advantages.append(adv)
                 n = len(comp) - 1  # reflection tokens (the end token has no logged log-prob)
@@ -244,8 +244,8 @@ def train_offline(
                  "scheduler": scheduler.state_dict(), "step": step, "rng": rng.getstate()},
                 ckpt / "offline_state.pt",
             )  # fmt: skip
-            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step,
-                                                                 "log_history": log_history}))  # fmt: skip
+            trainer_state = {"global_step": step, "log_history": log_history}
+            (ckpt / "trainer_state.json").write_text(json.dumps(trainer_state))
     state = SimpleNamespace(global_step=step, log_history=log_history)
     adapter_dir, merged_dir = export_model(
         model, tokenizer, output_dir, config, original_eos, report, state
