@@ -12,8 +12,9 @@ return them when asked, e.g. ``SamplingParams(extra={"logprobs": True})``) and t
 re-tokenised reflection, the loss is PPO's clipped objective with
 ``ratio = exp(logp - logp_logged)`` (clip ``epsilon``). Without them the samples are treated as
 on-policy (``ratio = 1``, a REINFORCE-style gradient with group baselines): correct for the first
-pass over data logged by the same weights, increasingly off-policy after that. The KL penalty against the reference model (the
-base weights) uses the k3 estimator, with ``beta`` as in online mode.
+pass over data logged by the same weights, increasingly off-policy after that. The KL penalty
+against the reference model (the base weights) uses the k3 estimator, with ``beta`` as in online
+mode.
 """
 
 from __future__ import annotations
