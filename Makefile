@@ -46,6 +46,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/runtime_overhead.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/trainer_step.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1024,10 +1024,33 @@ def train_run(
             num_generations=num_generations, per_device_train_batch_size=batch_size,
             learning_rate=learning_rate, use_lora=lora, seed=seed,
         )  # fmt: skip
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rrr_trainer.grpo import train
 
-        with err.status(f"training ({config.mode}, {config.max_steps} steps)"):
-            result = train(config, list(logs), resume=not fresh)
+        with Progress(
+            TextColumn(f"[bold]training ({config.mode})"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("retry success {task.fields[success]} · KL {task.fields[kl]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=as_json,
+        ) as bar:  # fmt: skip
+            steps = bar.add_task("train", total=config.max_steps, success="-", kl="-")
+
+            def on_step(step: int, total: int, row: dict[str, Any]) -> None:
+                fields: dict[str, Any] = {}
+                success = row.get("rrr/retry_success", row.get("reward"))
+                if success is not None:  # the final summary row has no metrics: keep the last
+                    fields["success"] = f"{success:.2f}"
+                if row.get("kl") is not None:
+                    fields["kl"] = f"{row['kl']:.4f}"
+                bar.update(steps, completed=step, total=total or config.max_steps, **fields)
+
+            result = train(config, list(logs), resume=not fresh, progress=on_step)
     summary = {
         "output_dir": str(result.output_dir),
         "steps": result.steps,

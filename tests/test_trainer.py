@@ -363,3 +363,40 @@ def test_offline_without_groups_is_a_clear_error(tmp_path: Path, tiny: Path) -> 
 
     with pytest.raises(DataError, match="needs logged k-reflection groups"):
         run_training(config(tmp_path, tiny, mode="offline"), [failures_log(tmp_path)])
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def test_train_cli_data_config_and_run(tmp_path: Path, tiny: Path) -> None:
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from rrr_agent.cli import app
+
+    runner = CliRunner()
+    log = failures_log(tmp_path)
+    data = runner.invoke(app, ["train", "data", str(log), "--holdout", "0", "--json"])
+    assert data.exit_code == 0 and json.loads(data.stdout)["train_examples"] == 4
+    shown = runner.invoke(app, ["train", "config"])
+    assert shown.exit_code == 0 and "num_generations" in shown.stdout
+    toml = tmp_path / "train.toml"
+    toml.write_text(
+        f'[train]\nmodel = "{tiny}"\nmax_reflection_tokens = 8\nmax_retry_tokens = 6\n'
+        "holdout_fraction = 0.0\nretry_temperature = 1.0\n"
+    )
+    run = runner.invoke(app, ["train", "run", str(log), "--config", str(toml), "--output-dir",
+                              str(tmp_path / "cli-out"), "--max-steps", "1", "--num-generations",
+                              "2", "--batch-size", "2", "--json"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.stdout)
+    assert summary["steps"] == 1 and Path(summary["adapter"]).is_dir()
+    bad = runner.invoke(
+        app, ["train", "run", str(log), "--num-generations", "3", "--batch-size", "4"]
+    )
+    assert bad.exit_code == 1 and "multiple of num_generations" in bad.output
+    module = subprocess.run([sys.executable, "-m", "rrr_trainer", "--help"], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert module.returncode == 0 and "mine" in module.stdout

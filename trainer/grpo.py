@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,36 @@ class RetryReward:
     last: list[dict[str, Any]] = field(default_factory=list)
     __name__: str = "retry_success"
 
+    def _trim(self, row: list[int]) -> str:
+        for j, tok in enumerate(row):
+            if tok in self.stop_ids or tok == self.tokenizer.pad_token_id:
+                row = row[:j]
+                break
+        return str(self.tokenizer.decode(row, skip_special_tokens=True)).strip()
+
+    def _generate_with_vllm(self, texts: list[str]) -> list[str]:
+        """GPU path: the retry comes from TRL's vLLM engine, already synced to the current policy
+        for this step. Untested on this project's CPU machines (no GPU was lent yet)."""
+        generation = self.trainer.vllm_generation
+        ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        saved = (generation.temperature, generation.max_completion_length)
+        generation.temperature = self.retry_temperature
+        generation.max_completion_length = self.max_retry_tokens
+        try:
+            _, completion_ids, _, _ = generation.generate(ids, None, 1)
+        finally:
+            generation.temperature, generation.max_completion_length = saved
+        return [self._trim(list(row)) for row in completion_ids]
+
     def generate_retries(self, conversations: list[list[dict[str, Any]]]) -> list[str]:
         torch = require_extra("torch", "training")
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         texts = [
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
             for c in conversations
         ]
+        if getattr(self.trainer, "use_vllm", False):
+            return self._generate_with_vllm(texts)
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
         kwargs: dict[str, Any] = {
@@ -145,14 +169,7 @@ class RetryReward:
             if was_training:
                 model.train()
         gen = out[:, enc["input_ids"].shape[1] :]
-        results = []
-        for row in gen.tolist():
-            for j, tok in enumerate(row):
-                if tok in self.stop_ids or tok == self.tokenizer.pad_token_id:
-                    row = row[:j]
-                    break
-            results.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
-        return results
+        return [self._trim(row) for row in gen.tolist()]
 
     def __call__(
         self,
@@ -200,7 +217,11 @@ class TrainResult:
     seconds: float
 
 
-def _metrics_callback(path: Path) -> Any:
+#: ``progress(step, total_steps, latest_metrics)``, called after every optimizer step.
+ProgressHook = Callable[[int, int, dict[str, Any]], None]
+
+
+def _metrics_callback(path: Path, progress: ProgressHook | None = None) -> Any:
     transformers = require_extra("transformers", "training")
     writer = JsonlAppender(path)
 
@@ -212,13 +233,20 @@ def _metrics_callback(path: Path) -> Any:
                 row = {"step": state.global_step, "time": time.time()}
                 row.update({k: v for k, v in logs.items() if isinstance(v, int | float | str)})
                 writer.append(row)
+                if progress is not None:
+                    progress(state.global_step, state.max_steps, row)
 
     return MetricsToJsonl()
 
 
-def _grpo_config(config: RRRTrainConfig, output_dir: Path, *, use_cpu: bool) -> Any:
+def _grpo_config(
+    config: RRRTrainConfig, output_dir: Path, *, use_cpu: bool, stop_ids: list[int]
+) -> Any:
     trl = require_extra("trl", "GRPO training")
+    # vLLM reads its stop tokens from the checkpoint on disk, not from our in-memory eos change.
+    generation_kwargs = {"stop_token_ids": stop_ids} if config.use_vllm else None
     return trl.GRPOConfig(
+        generation_kwargs=generation_kwargs,
         output_dir=str(output_dir),
         learning_rate=config.resolved_learning_rate(),
         beta=config.beta,
@@ -249,7 +277,10 @@ def _grpo_config(config: RRRTrainConfig, output_dir: Path, *, use_cpu: bool) -> 
 
 
 def build_trainer(
-    config: RRRTrainConfig, examples: list[FailureExample], output_dir: Path
+    config: RRRTrainConfig,
+    examples: list[FailureExample],
+    output_dir: Path,
+    progress: ProgressHook | None = None,
 ) -> tuple[Any, RetryReward, Any, list[int]]:
     """(GRPOTrainer, reward function, tokenizer, original eos ids), ready to ``train()``."""
     torch = require_extra("torch", "training")
@@ -279,12 +310,18 @@ def build_trainer(
     trainer = trl.GRPOTrainer(
         model=model,
         reward_funcs=[reward],
-        args=_grpo_config(config, output_dir, use_cpu=not torch.cuda.is_available()),
+        args=_grpo_config(
+            config, output_dir, use_cpu=not torch.cuda.is_available(), stop_ids=stop_ids
+        ),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_metrics_callback(output_dir / "metrics.jsonl")],
+        callbacks=[_metrics_callback(output_dir / "metrics.jsonl", progress)],
     )
+    # With tqdm off, transformers adds a PrinterCallback that prints every log dict to stdout;
+    # metrics go to metrics.jsonl and the progress hook instead, and stdout stays clean for --json.
+    transformers = require_extra("transformers", "training")
+    trainer.remove_callback(transformers.PrinterCallback)
     reward.trainer = trainer
     return trainer, reward, tokenizer, original_eos
 
@@ -294,6 +331,7 @@ def train(
     data: list[str | Path],
     *,
     resume: bool = True,
+    progress: ProgressHook | None = None,
 ) -> TrainResult:
     """Build the failure set from ``data`` logs, train, and export the result."""
     _torch_env(config.threads)
@@ -316,9 +354,13 @@ def train(
     if config.mode != "online":
         from .offline import train_offline
 
-        offline: TrainResult = train_offline(config, train_set, report, output_dir, started)
+        offline: TrainResult = train_offline(
+            config, train_set, report, output_dir, started, progress=progress
+        )
         return offline
-    trainer, _reward, tokenizer, original_eos = build_trainer(config, train_set, output_dir)
+    trainer, _reward, tokenizer, original_eos = build_trainer(
+        config, train_set, output_dir, progress
+    )
     last = transformers.trainer_utils.get_last_checkpoint(str(output_dir)) if resume else None
     trainer.train(resume_from_checkpoint=last)
     from .export import export_model

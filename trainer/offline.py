@@ -93,6 +93,7 @@ def train_offline(
     report: DataReport,
     output_dir: Path,
     started: float,
+    progress: Any = None,
 ) -> Any:
     torch = require_extra("torch", "training")
     transformers = require_extra("transformers", "training")
@@ -232,6 +233,8 @@ def train_offline(
         }
         metrics.append(row)
         log_history.append(row)
+        if progress is not None:
+            progress(step, steps, row)
         if step % config.save_steps == 0 or step == steps:
             ckpt = output_dir / f"checkpoint-{step}"
             ckpt.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ def plot_metrics(metrics_jsonl: Path, out: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
     rows = []
@@ -45,6 +46,7 @@ def plot_metrics(metrics_jsonl: Path, out: Path) -> Path | None:
                 break
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
