@@ -25,6 +25,7 @@ __all__ = [
     "TOOL_NOT_EXECUTED",
     "assistant_message",
     "build_conversation",
+    "plain_retry_messages",
     "reflection_messages",
     "retry_messages",
 ]
@@ -55,6 +56,8 @@ def build_conversation(
     messages = task.openai_messages()
     for i, attempt in enumerate(attempts):
         if i > 0:
+            if i - 1 >= len(reflections):  # plain retry: no reflection after the previous attempt
+                messages.extend(_tool_stubs(attempts[i - 1]))
             messages.append({"role": "user", "content": attempt.instruction or ""})
         messages.append(assistant_message(attempt))
         if i < len(reflections):
@@ -73,6 +76,16 @@ def reflection_messages(
 ) -> list[dict[str, Any]]:
     """The prompt that asks for a reflection on the last attempt in ``attempts``."""
     messages = build_conversation(task, attempts, reflections)
+    messages.extend(_tool_stubs(attempts[-1]))
+    messages.append({"role": "user", "content": instruction})
+    return messages
+
+
+def plain_retry_messages(
+    task: Task, attempts: Sequence[Attempt], instruction: str
+) -> list[dict[str, Any]]:
+    """The prompt for a retry without reflection (the plain-retry control)."""
+    messages = build_conversation(task, attempts, [])
     messages.extend(_tool_stubs(attempts[-1]))
     messages.append({"role": "user", "content": instruction})
     return messages

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ._conversation import reflection_messages, retry_messages
+from ._conversation import plain_retry_messages, reflection_messages, retry_messages
 from ._errors import (
     InfrastructureError,
     RRRError,
@@ -299,6 +299,11 @@ class _Run:
 
         while not verdicts[-1].passed and len(attempts) <= options.max_retries:
             failed_index = len(attempts) - 1
+            if not options.reflect:
+                attempt = await self._plain_retry(attempts, verdicts[-1])
+                attempts.append(attempt)
+                verdicts.append(await self._verify(attempt))
+                continue
             instruction = self._reflection_instruction(verdicts[-1])
             prompt = reflection_messages(task, attempts, reflections, instruction)
             if options.reflections == 1:
@@ -347,6 +352,22 @@ class _Run:
         feedback = prompts.get("feedback", self.task.family)
         self.prompt_versions[feedback.name] = feedback.version
         return feedback.render(feedback=verdict.feedback) + "\n\n" + reflection.text
+
+    async def _plain_retry(self, attempts: list[Attempt], verdict: Verdict) -> Attempt:
+        prompts = self.engine.prompts
+        plain = prompts.get("retry", "plain")
+        self.prompt_versions[plain.name] = plain.version
+        instruction = plain.text
+        if self.engine.options.show_feedback and verdict.feedback:
+            feedback = prompts.get("feedback", self.task.family)
+            self.prompt_versions[feedback.name] = feedback.version
+            instruction = feedback.render(feedback=verdict.feedback) + "\n\n" + plain.text
+        index = len(attempts)
+        await self.emit(
+            RetryStarted(trajectory_id=self.id, task_id=self.task.id, index=index, branch=0)
+        )
+        messages = plain_retry_messages(self.task, attempts, instruction)
+        return await self._generate_attempt(messages, index=index, branch=0, instr=instruction)
 
     def _retry_instruction(self) -> str:
         retry = self.engine.prompts.get("retry", self.task.family)

@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     show_feedback: bool = Field(False, description="show verifier feedback before reflecting")
     reflections: int = Field(1, ge=1, description="k reflections sampled per failure")
     cancel_on_success: bool = Field(False, description="with k > 1, stop other branches on a pass")
+    reflect: bool = Field(True, description="False: plain-retry control, no reflection")
 
     # batch and logging
     concurrency: int = Field(8, ge=1, description="tasks in flight at once")
@@ -130,6 +131,7 @@ class Settings(BaseSettings):
             show_feedback=self.show_feedback,
             reflections=self.reflections,
             cancel_on_success=self.cancel_on_success,
+            reflect=self.reflect,
         )
 
     def sampling(self) -> SamplingParams:

@@ -212,6 +212,15 @@ class LoopOptions(_Model):
     reflections: int = Field(default=1, ge=1)
     #: With k > 1: stop the other branches as soon as one passes (faster; their rewards are lost).
     cancel_on_success: bool = False
+    #: False = the plain-retry control: after a failure the model is only told
+    #: "That was wrong. Try again." (``prompts/retry/plain.txt``), with no reflection.
+    reflect: bool = True
+
+    @model_validator(mode="after")
+    def _plain_retry_has_one_branch(self) -> LoopOptions:
+        if not self.reflect and self.reflections != 1:
+            raise ValueError("reflections (k) must be 1 when reflect is False (plain retry)")
+        return self
 
 
 class ModelOutput(_Model):

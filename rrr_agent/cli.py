@@ -172,6 +172,13 @@ def run(
         bool | None,
         typer.Option("--feedback/--no-feedback", help="Show verifier feedback to the model."),
     ] = None,
+    reflect: Annotated[
+        bool | None,
+        typer.Option(
+            "--reflect/--plain-retry",
+            help="Reflect before retrying, or the control: 'That was wrong. Try again.'",
+        ),
+    ] = None,
     reflections: Annotated[
         int | None, typer.Option("-k", "--reflections", help="Reflections per failure.")
     ] = None,
@@ -203,6 +210,7 @@ def run(
             max_retries=max_retries,
             show_feedback=feedback,
             reflections=reflections,
+            reflect=reflect,
             timeout_s=timeout,
             temperature=temperature,
             max_tokens=max_tokens,

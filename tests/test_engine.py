@@ -605,3 +605,31 @@ def test_judge_infrastructure_error_stays_infrastructure(
         engine_for(scripted, store=store).run_sync(task)
     assert list(store.read()) == []
     judge.close()
+
+
+def test_plain_retry_control_has_no_reflection(scripted: ScriptedModel) -> None:
+    scripted.add("32", "42")
+    traj = engine_for(scripted, options=LoopOptions(reflect=False)).run_sync(math_task())
+    assert traj.outcome is Outcome.PASSED_AFTER_RETRY
+    assert len(scripted.requests) == 2 and traj.reflections == []
+    retry = scripted.requests[1].messages
+    assert retry[-2] == {"role": "assistant", "content": "32"}
+    assert retry[-1] == {"role": "user", "content": "That was wrong. Try again."}
+    assert traj.conversation()[:-1] == retry
+    assert "retry/plain" in traj.prompt_versions and "reflection/math" not in traj.prompt_versions
+
+
+def test_plain_retry_with_tool_calls_keeps_tool_stubs(scripted: ScriptedModel) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    task = Task.from_prompt("call f", {"type": "python", "path": "tests.helpers:is_upper"},
+                            tools=tools, family="tool_call")  # fmt: skip
+    scripted.add(ScriptedReply(tool_calls=[{"name": "f", "arguments": {}}]), "OK")
+    traj = engine_for(scripted, options=LoopOptions(reflect=False)).run_sync(task)
+    retry = scripted.requests[1].messages
+    assert [m["role"] for m in retry[-3:]] == ["assistant", "tool", "user"]
+    assert traj.conversation()[:-1] == retry
+
+
+def test_plain_retry_refuses_k_branches() -> None:
+    with pytest.raises(ValueError, match="must be 1 when reflect is False"):
+        LoopOptions(reflect=False, reflections=3)

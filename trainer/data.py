@@ -89,8 +89,8 @@ def _example(traj: Trajectory, prompts: PromptLibrary) -> FailureExample:
         reflection_instruction = traj.reflections[0].instruction or ""
     else:  # mined failures have no reflection yet: use the family's prompt
         reflection_instruction = prompts.get("reflection", traj.task.family).text
-    if len(traj.attempts) > 1 and traj.attempts[1].instruction:
-        retry_instruction = traj.attempts[1].instruction
+    if traj.reflections and len(traj.attempts) > 1 and traj.attempts[1].instruction:
+        retry_instruction = traj.attempts[1].instruction  # as logged after a reflection
     else:
         retry_instruction = prompts.get("retry", traj.task.family).text
     prompt = reflection_messages(traj.task, [first], [], reflection_instruction)
