@@ -139,6 +139,7 @@ class Engine:
         *,
         on_event: EventCallback | None = None,
         raise_on_failure: bool = False,
+        first_attempt: Attempt | None = None,
     ) -> Trajectory:
         """Solve one task; returns its trajectory (also appended to the store).
 
@@ -146,10 +147,13 @@ class Engine:
         retries, :class:`VerifierError` when the verifier crashed, :class:`VerifierSpecError` for a
         bad spec (before any model call), and :class:`VerificationFailed` when every attempt failed
         and ``raise_on_failure`` is set.
+
+        ``first_attempt`` continues from an answer given earlier (re-verified, not regenerated):
+        evaluation uses it so a control condition retries exactly the same failure.
         """
         task = task if isinstance(task, Task) else Task.model_validate(task)
         verifier = build_verifier(task.verifier)
-        state = _Run(self, task, verifier, on_event)
+        state = _Run(self, task, verifier, on_event, first_attempt)
         try:
             trajectory = await state.execute()
         except (InfrastructureError, VerifierError) as exc:
@@ -267,8 +271,14 @@ class _Run:
     """State of one task's run. Not shared between tasks."""
 
     def __init__(
-        self, engine: Engine, task: Task, verifier: Verifier, on_event: EventCallback | None
+        self,
+        engine: Engine,
+        task: Task,
+        verifier: Verifier,
+        on_event: EventCallback | None,
+        first_attempt: Attempt | None = None,
     ):
+        self.first_attempt = first_attempt
         self.engine = engine
         self.task = task
         self.verifier = verifier
@@ -291,7 +301,13 @@ class _Run:
         started = utcnow()
         await self.emit(RunStarted(trajectory_id=self.id, task_id=task.id, model=engine.model))
         await self.emit(AttemptStarted(trajectory_id=self.id, task_id=task.id, index=0))
-        first = await self._generate_attempt(task.openai_messages(), index=0, branch=0, instr=None)
+        if self.first_attempt is not None:
+            first = self.first_attempt.model_copy(update={"index": 0, "branch": 0})
+            await self.emit(AttemptFinished(trajectory_id=self.id, task_id=task.id, attempt=first))
+        else:
+            first = await self._generate_attempt(
+                task.openai_messages(), index=0, branch=0, instr=None
+            )
         attempts: list[Attempt] = [first]
         verdicts: list[Verdict] = [await self._verify(first)]
         reflections: list[Reflection] = []

@@ -1089,6 +1089,103 @@ def train_config() -> None:
     out.print(table)
 
 
+# ---------------------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_command(
+    taskset: Annotated[
+        str | None, typer.Argument(help="Task set name (see `rrr tasks list`).")
+    ] = None,
+    tasks_file: Annotated[
+        Path | None, typer.Option("--tasks", help="Or a JSONL task file.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Model string (repeat: side by side; first = baseline)."
+        ),
+    ] = None,
+    api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server.")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N tasks (a fixed subset).")] = None,
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency")] = 8,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    max_tokens: Annotated[int | None, typer.Option(help="Max tokens per call.")] = 64,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    control: Annotated[
+        bool, typer.Option("--control/--no-control", help="Run the plain-retry control.")
+    ] = True,
+    forgetting: Annotated[
+        str | None, typer.Option(help="Untouched task set for the forgetting check.")
+    ] = None,
+    forgetting_limit: Annotated[int, typer.Option(help="Tasks of the forgetting set.")] = 100,
+    png: Annotated[Path | None, typer.Option(help="Write a bar chart here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Also write the Markdown table here.")
+    ] = None,
+    log: LogOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """First-try and second-try accuracy (with the plain-retry control) per category, 95 % CIs.
+
+    Several --model flags give the paper's table side by side (vanilla vs trained). Every
+    trajectory is logged, so an evaluation can feed training.
+    """
+    from rich.progress import Progress
+
+    from .evaluation import evaluate
+    from .tasksets import get_taskset
+
+    with _errors_exit():
+        if (taskset is None) == (tasks_file is None):
+            raise typer.BadParameter("give exactly one of TASKSET or --tasks")
+        if taskset is not None:
+            tasks = list(itertools.islice(get_taskset(taskset).load(), limit))
+        else:
+            tasks = load_tasks(tasks_file)[:limit]  # type: ignore[arg-type]
+        name = taskset or str(tasks_file)
+        models = list(model or [])
+        if not models:
+            from .embedded import EMBEDDED_MODEL_STRING
+
+            _prepare_embedded(quiet=as_json)
+            models = [load_settings().model or EMBEDDED_MODEL_STRING]
+        forgetting_set = None
+        if forgetting:
+            forgetting_set = (
+                forgetting,
+                list(itertools.islice(get_taskset(forgetting).load(), forgetting_limit)),
+            )
+        settings = load_settings(log_path=log)
+        store = TrajectoryStore(settings.trajectory_log)
+        errors = ErrorLog(settings.error_log)
+        stops = [x.encode().decode("unicode_escape") for x in stop] if stop else None
+        total = len(tasks) * len(models)
+        with Progress(console=err, disable=as_json) as bar:
+            task_bar = bar.add_task(f"eval {name}", total=total)
+            report = evaluate(
+                tasks, models, taskset=name, concurrency=concurrency, temperature=temperature,
+                seed=seed, max_tokens=max_tokens, stop=stops, control=control,
+                forgetting=forgetting_set, progress=lambda: bar.advance(task_bar),
+                store=store, error_log=errors, api_base=api_base,
+            )  # fmt: skip
+    table = report.markdown()
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(table, encoding="utf-8")
+    if png is not None:
+        report.plot(png)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(table)
+        if png is not None:
+            err.print(f"chart written to {png}")
+    if any(m.errors for m in report.models):
+        raise typer.Exit(EXIT_INFRA)
+
+
 @app.command()
 def version() -> None:
     """Print rrr's version."""

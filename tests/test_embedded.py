@@ -237,3 +237,25 @@ def test_cli_runs_the_embedded_model_when_nothing_is_configured(
     assert json.loads(result.stdout)["trajectories"] == 2
     logged = list(TrajectoryStore(rrr_home / "trajectories.jsonl").read())
     assert {t.model for t in logged} == {"local/gemma-3-270m"}
+
+
+def test_rrr_eval_on_a_countdown_slice_with_the_embedded_model(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from rrr_agent.cli import app
+
+    result = CliRunner().invoke(app, [
+        "eval", "countdown2-test", "--limit", "6", "--max-tokens", "24", "--json",
+        "--png", str(tmp_path / "eval.png"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    [model] = data["models"]
+    assert model["model"] == "local/gemma-3-270m"
+    overall = model["overall"]
+    assert overall["n"] == 6
+    assert 0 <= overall["first_try"]["k"] <= overall["second_try"]["k"] <= 6
+    assert "second_try_plain_retry" in overall or overall["first_try"]["k"] == 6
+    assert (tmp_path / "eval.png").stat().st_size > 5_000

@@ -1,0 +1,142 @@
+"""Evaluation: statistics, the plain-retry control from the same failure, tables, chart, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from rrr_agent import ScriptedModel, Task, TrajectoryStore
+from rrr_agent.cli import app
+from rrr_agent.evaluation import evaluate, paired_mean_ci, wilson_interval
+
+PAPER_MATH_START = "You tried solving the problem"
+
+
+def test_wilson_interval_known_values() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    lo, hi = wilson_interval(10, 10)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-4)
+    lo, hi = wilson_interval(40, 100)
+    assert lo < 0.4 < hi and hi - lo == pytest.approx(0.19, abs=0.01)
+
+
+def test_paired_mean_ci() -> None:
+    assert paired_mean_ci([]) == (0.0, 0.0, 0.0)
+    assert paired_mean_ci([1.0]) == (1.0, 1.0, 1.0)
+    mean, lo, hi = paired_mean_ci([1, 0, 1, 0] * 25)
+    assert mean == 0.5 and lo == pytest.approx(0.5 - 1.96 * 0.5025 / 10, abs=1e-3)
+    assert hi - mean == pytest.approx(mean - lo)
+
+
+def tasks(n: int = 8) -> list[Task]:
+    return [
+        Task.from_prompt(
+            f"q{i}: what is {i} + {i}?", {"type": "exact", "expected": str(2 * i)},
+            family="math", id=f"q{i}", metadata={"category": "odd" if i % 2 else "even"},
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def scripted_policy(
+    fix_by_reflection: set[int], fix_by_plain: set[int], first_right: set[int]
+) -> Any:
+    """Answers: right first for `first_right`; after a reflection right for `fix_by_reflection`;
+    after a plain "try again" right for `fix_by_plain`."""
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        q = messages[0]["content"]
+        i = int(q[1 : q.index(":")])
+        last = messages[-1]["content"]
+        if len(messages) == 1:
+            return str(2 * i) if i in first_right else "wrong"
+        if last.startswith(PAPER_MATH_START):
+            return "I should double it."
+        if last == "That was wrong. Try again.":
+            return str(2 * i) if i in fix_by_plain else "wrong again"
+        return str(2 * i) if i in fix_by_reflection else "still wrong"
+
+    return reply
+
+
+def test_evaluate_reflection_vs_plain_control(tmp_path: Path) -> None:
+    a = ScriptedModel(default=scripted_policy({1, 2, 3}, {1}, {0, 4}))
+    b = ScriptedModel(default=scripted_policy({1, 2, 3, 5, 6}, {1, 2}, {0, 4, 7}))
+    store = TrajectoryStore(tmp_path / "eval.jsonl")
+    report = evaluate(tasks(), [a.model, b.model], taskset="toy", concurrency=4, store=store)
+    sa, sb = report.models[0].summary(), report.models[1].summary()
+    assert (sa["n"], sa["first_try"]["k"], sa["second_try"]["k"]) == (8, 2, 5)
+    assert sa["second_try_plain_retry"]["k"] == 3  # first-try passes + task 1
+    assert sa["reflection_minus_plain"]["mean"] == pytest.approx(2 / 8)
+    assert sa["retry_success_given_reflection"]["k"] == 3 and sa["trigger_rate"]["k"] == 6
+    assert (sb["first_try"]["k"], sb["second_try"]["k"]) == (3, 8)
+    by_cat = report.models[0].summary("even")
+    assert by_cat["n"] == 4 and by_cat["first_try"]["k"] == 2
+    # The control retried exactly the failed first attempt the reflection run saw.
+    plain_requests = [
+        r for r in a.requests if r.messages[-1]["content"] == "That was wrong. Try again."
+    ]
+    assert len(plain_requests) == 6
+    assert all(r.messages[-2]["content"] == "wrong" for r in plain_requests)
+    first_calls = [r for r in a.requests if len(r.messages) == 1]
+    assert len(first_calls) == 8  # the control did not sample new first attempts
+    md = report.markdown()
+    assert "| | vanilla 1st try | vanilla 2nd try | trained 1st try | trained 2nd try |" in md
+    assert "2nd try (plain retry)" in md and "reflection − plain" in md
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["models"][1]["overall"]["second_try"]["rate"] == 1.0
+    chart = report.plot(tmp_path / "chart.png")
+    assert chart.stat().st_size > 5_000
+    assert len(list(store.read())) == 16 + 6 + 5  # reflection runs, then control runs (a: 6, b: 5)
+
+
+def test_reflection_metrics_count_answers_inside_reflections() -> None:
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "wrong"
+        if messages[-1]["content"].startswith(PAPER_MATH_START):
+            return "0"  # the reflection is itself the right answer for q0
+        return "0"
+
+    model = ScriptedModel(default=reply)
+    report = evaluate(tasks(2), [model.model], control=False)
+    metrics = report.models[0].reflection_metrics()
+    assert metrics["reflections"] == 2
+    assert metrics["reflection_holds_full_answer"]["k"] == 1  # "0" answers q0 but not q1
+
+
+def test_forgetting_delta(tmp_path: Path) -> None:
+    base = ScriptedModel(default=scripted_policy(set(), set(), {0, 1, 2, 3}))
+    tuned = ScriptedModel(default=scripted_policy(set(), set(), {0, 1}))
+    report = evaluate(tasks(4), [base.model, tuned.model], control=False,
+                      forgetting=("toy-untouched", tasks(4)))  # fmt: skip
+    rows = report.forgetting()
+    assert rows[0]["delta_vs_baseline"]["mean"] == 0.0
+    assert rows[1]["delta_vs_baseline"]["mean"] == pytest.approx(-0.5)
+    assert "Forgetting check on toy-untouched" in report.markdown()
+
+
+def test_eval_cli_json_markdown_png(tmp_path: Path) -> None:
+    model = ScriptedModel(default=scripted_policy({1}, set(), {0}))
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(t.model_dump_json() + "\n" for t in tasks(4)))
+    result = CliRunner().invoke(app, [
+        "eval", "--tasks", str(path), "--model", model.model, "--json",
+        "--png", str(tmp_path / "e.png"), "--markdown", str(tmp_path / "e.md"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    overall = data["models"][0]["overall"]
+    assert (overall["first_try"]["k"], overall["second_try"]["k"]) == (1, 2)
+    assert (tmp_path / "e.png").stat().st_size > 5_000
+    assert "1st try" in (tmp_path / "e.md").read_text()
+    bad = CliRunner().invoke(app, ["eval", "nosuch-set", "--model", model.model])
+    assert bad.exit_code == 1 and "unknown task set" in bad.output
