@@ -219,7 +219,7 @@ def train_offline(
         row = {
             "step": step,
             "time": time.time(),
-            "loss": float(loss),
+            "loss": float(loss.detach()),
             "grad_norm": grad_norm,
             "kl": float((kl * mask).sum() / mask.sum()),
             "reward": sum(sum(g.rewards) / len(g.rewards) for g in batch) / len(batch),
