@@ -1,0 +1,152 @@
+"""The learning experiment: the whole RRR cycle on the embedded model, on CPU, in one command.
+
+1. Evaluate the base model (gemma-3-270m) on held-out 2-number Countdown: first try, second try
+   after a reflection, and the plain-retry control from the same failures; first-try accuracy on
+   an untouched set for the forgetting check.
+2. Mine the dataset of failures on the training problems (sampled first attempts).
+3. Train reflections with RRR GRPO (LoRA) within a time budget.
+4. Evaluate the trained model the same way and write the paper-style table, the chart and the
+   training curves under ``--out`` (default ``docs/learning``).
+
+Everything is seeded (problem generation, sampling, training), so a rerun is comparable.
+Usage: ``python benchmarks/learning.py [--budget-minutes 60] [--heldout 200] [--steps 80]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="docs/learning")
+    parser.add_argument("--work", default=None, help="scratch folder (default: <out>/work)")
+    parser.add_argument("--heldout", type=int, default=200)
+    parser.add_argument("--train-tasks", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=4, help="first attempts mined per task")
+    parser.add_argument("--keep", type=int, default=2, help="failures kept per task")
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--reflection-tokens", type=int, default=32)
+    parser.add_argument("--retry-tokens", type=int, default=12)
+    parser.add_argument("--forgetting", default="bfcl-simple_python")
+    parser.add_argument("--forgetting-limit", type=int, default=100)
+    parser.add_argument("--budget-minutes", type=float, default=60.0,
+                        help="wall-clock budget of the training step")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import transformers
+    from rrr_trainer import RRRTrainConfig, mine_failures
+    from rrr_trainer.data import build_failure_set
+    from rrr_trainer.export import export_model
+    from rrr_trainer.grpo import build_trainer
+    from rrr_trainer.plots import plot_metrics
+
+    from rrr_agent import embedded
+    from rrr_agent.evaluation import EvalReport, evaluate
+    from rrr_agent.tasksets import get_taskset
+
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    embedded.prepare()
+    heldout = list(get_taskset("countdown2-test").load())[: args.heldout]
+    train_tasks = list(get_taskset("countdown2-train").load())[: args.train_tasks]
+    forgetting = (args.forgetting,
+                  list(get_taskset(args.forgetting).load())[: args.forgetting_limit])  # fmt: skip
+    eval_kw: dict[str, Any] = {
+        "concurrency": 16,
+        "temperature": 0.0,
+        "seed": args.seed,
+        "max_tokens": args.reflection_tokens,
+        "forgetting": forgetting,
+    }
+
+    t = time.perf_counter()
+    before = evaluate(
+        heldout, [embedded.EMBEDDED_MODEL_STRING], taskset="countdown2-test", **eval_kw
+    )
+    timings["eval_before_s"] = time.perf_counter() - t
+    print(before.markdown(), flush=True)
+
+    t = time.perf_counter()
+    failures = work / "failures.jsonl"
+    mined = mine_failures(train_tasks, embedded.EMBEDDED_MODEL_STRING, failures,
+                          samples=args.samples, keep_per_task=args.keep, temperature=1.0,
+                          max_tokens=12)  # fmt: skip
+    timings["mine_s"] = time.perf_counter() - t
+    print("mined:", mined.to_dict(), flush=True)
+
+    t = time.perf_counter()
+    config = RRRTrainConfig(
+        output_dir=str(work / "train"), max_steps=args.steps, num_generations=args.generations,
+        per_device_train_batch_size=args.generations, learning_rate=args.learning_rate,
+        max_reflection_tokens=args.reflection_tokens, max_retry_tokens=args.retry_tokens,
+        holdout_fraction=0.0, save_steps=max(10, args.steps // 4), seed=args.seed,
+    )  # fmt: skip
+    train_set, _, data_report = build_failure_set([failures], holdout_fraction=0.0)
+    trainer, _, tokenizer, original_eos = build_trainer(config, train_set, Path(config.output_dir))
+    deadline = time.monotonic() + 60 * args.budget_minutes
+
+    class TimeBudget(transformers.TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if time.monotonic() > deadline:
+                control.should_training_stop = True
+            return control
+
+    trainer.add_callback(TimeBudget())
+    trainer.train()
+    adapter, _merged = export_model(trainer.model, tokenizer, Path(config.output_dir), config,
+                                    original_eos, data_report, trainer.state)  # fmt: skip
+    timings["train_s"] = time.perf_counter() - t
+    steps_done = int(trainer.state.global_step)
+    del trainer
+
+    t = time.perf_counter()
+    trained_model = f"local/{adapter}"
+    after = evaluate(heldout, [trained_model], taskset="countdown2-test", **eval_kw)
+    timings["eval_after_s"] = time.perf_counter() - t
+    after.models[0].model = "RRR-trained (LoRA)"
+    before.models[0].model = "gemma-3-270m (vanilla)"
+    report = EvalReport(taskset="countdown2-test (held-out)",
+                        models=[before.models[0], after.models[0]],
+                        forgetting_taskset=args.forgetting)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    table = report.markdown()
+    (out / "results.md").write_text(table)
+    report.plot(out / "accuracy.png")
+    plot_metrics(Path(config.output_dir) / "metrics.jsonl", out / "training.png")
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "report": report.to_dict(),
+        "mined": mined.to_dict(),
+        "training": {
+            "steps": steps_done,
+            "failures": data_report.to_dict(),
+            "config": config.to_dict(),
+        },
+        "timings": timings,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    print(table)
+    print(json.dumps(timings, indent=2))
+
+
+if __name__ == "__main__":
+    main()
