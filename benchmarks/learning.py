@@ -30,7 +30,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="docs/learning")
-    parser.add_argument("--work", default=None, help="scratch folder (default: <out>/work)")
+    parser.add_argument("--work", default=".rrr-learning-work", help="scratch folder (not kept)")
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--train-tasks", type=int, default=300)
     parser.add_argument("--samples", type=int, default=4, help="first attempts mined per task")
@@ -59,7 +59,7 @@ def main() -> None:
     from rrr_agent.tasksets import get_taskset
 
     out = Path(args.out)
-    work = Path(args.work) if args.work else out / "work"
+    work = Path(args.work)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -99,6 +99,7 @@ def main() -> None:
         per_device_train_batch_size=args.generations, learning_rate=args.learning_rate,
         max_reflection_tokens=args.reflection_tokens, max_retry_tokens=args.retry_tokens,
         holdout_fraction=0.0, save_steps=max(10, args.steps // 4), seed=args.seed,
+        merge=False,  # the adapter is all the evaluation needs
     )  # fmt: skip
     train_set, _, data_report = build_failure_set([failures], holdout_fraction=0.0)
     trainer, _, tokenizer, original_eos = build_trainer(config, train_set, Path(config.output_dir))
