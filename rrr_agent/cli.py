@@ -274,6 +274,19 @@ def _prepare_embedded(*, quiet: bool = False, force: bool = False) -> Path:
         return embedded.prepare(force=force, progress=say)
 
 
+def _task_source(
+    taskset: str | None, tasks_file: Path | None, limit: int | None, taskset_flag: str
+) -> list[Task]:
+    """Tasks from a task set name or a JSONL file (exactly one), first ``limit`` of them."""
+    if (taskset is None) == (tasks_file is None):
+        raise typer.BadParameter(f"give exactly one of {taskset_flag} or --tasks")
+    if taskset is not None:
+        from .tasksets import get_taskset
+
+        return list(itertools.islice(get_taskset(taskset).load(), limit))
+    return load_tasks(tasks_file)[:limit]  # type: ignore[arg-type]
+
+
 def _gather_tasks(
     prompt: str | None,
     tasks_file: Path | None,
@@ -968,14 +981,7 @@ def train_mine(
     from rrr_trainer.mine import mine_failures
 
     with _errors_exit():
-        if (tasks_file is None) == (taskset is None):
-            raise typer.BadParameter("give exactly one of --tasks or --taskset")
-        if taskset is not None:
-            from .tasksets import get_taskset
-
-            tasks = list(itertools.islice(get_taskset(taskset).load(), limit))
-        else:
-            tasks = load_tasks(tasks_file)[:limit]  # type: ignore[arg-type]
+        tasks = _task_source(taskset, tasks_file, limit, "--taskset")
         model_ref = model or load_settings().model
         if not model_ref:
             from .embedded import EMBEDDED_MODEL_STRING
@@ -1138,12 +1144,7 @@ def eval_command(
     from .tasksets import get_taskset
 
     with _errors_exit():
-        if (taskset is None) == (tasks_file is None):
-            raise typer.BadParameter("give exactly one of TASKSET or --tasks")
-        if taskset is not None:
-            tasks = list(itertools.islice(get_taskset(taskset).load(), limit))
-        else:
-            tasks = load_tasks(tasks_file)[:limit]  # type: ignore[arg-type]
+        tasks = _task_source(taskset, tasks_file, limit, "TASKSET")
         name = taskset or str(tasks_file)
         models = list(model or [])
         if not models:
