@@ -32,17 +32,19 @@ def main() -> None:
     parser.add_argument("--out", default="docs/learning")
     parser.add_argument("--work", default=".rrr-learning-work", help="scratch folder (not kept)")
     parser.add_argument("--heldout", type=int, default=200)
-    parser.add_argument("--train-tasks", type=int, default=300)
-    parser.add_argument("--samples", type=int, default=4, help="first attempts mined per task")
-    parser.add_argument("--keep", type=int, default=2, help="failures kept per task")
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--train-tasks", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=1, help="first attempts mined per task")
+    parser.add_argument("--mine-temperature", type=float, default=0.0,
+                        help="0: mine the greedy failures, the ones the evaluation retries")  # fmt: skip
+    parser.add_argument("--keep", type=int, default=1, help="failures kept per task")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--generations", type=int, default=8, help="reflections per failure")
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--reflection-tokens", type=int, default=32)
     parser.add_argument("--retry-tokens", type=int, default=12)
-    parser.add_argument("--forgetting", default="bfcl-simple_python")
-    parser.add_argument("--forgetting-limit", type=int, default=100)
-    parser.add_argument("--budget-minutes", type=float, default=60.0,
+    parser.add_argument("--forgetting", default="arithmetic-test")
+    parser.add_argument("--forgetting-limit", type=int, default=200)
+    parser.add_argument("--budget-minutes", type=float, default=40.0,
                         help="wall-clock budget of the training step")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -88,8 +90,8 @@ def main() -> None:
     t = time.perf_counter()
     failures = work / "failures.jsonl"
     mined = mine_failures(train_tasks, embedded.EMBEDDED_MODEL_STRING, failures,
-                          samples=args.samples, keep_per_task=args.keep, temperature=1.0,
-                          max_tokens=12)  # fmt: skip
+                          samples=args.samples, keep_per_task=args.keep,
+                          temperature=args.mine_temperature, max_tokens=12)  # fmt: skip
     timings["mine_s"] = time.perf_counter() - t
     print("mined:", mined.to_dict(), flush=True)
 

@@ -371,7 +371,7 @@ class _Run:
 
     async def _plain_retry(self, attempts: list[Attempt], verdict: Verdict) -> Attempt:
         prompts = self.engine.prompts
-        plain = prompts.get("retry", "plain")
+        plain = prompts.get("plain_retry", self.task.family)
         self.prompt_versions[plain.name] = plain.version
         instruction = plain.text
         if self.engine.options.show_feedback and verdict.feedback:
@@ -401,6 +401,8 @@ class _Run:
         # forbid calling one.
         tool_choice = "none" if reflection and tools else None
         params = engine.sampling.request_params(reflection=reflection)
+        if self.task.chat_template_kwargs:
+            params["chat_template_kwargs"] = dict(self.task.chat_template_kwargs)
 
         async def once() -> ModelOutput:
             return await engine.client.complete(

@@ -102,6 +102,9 @@ class Task(_Model):
     ``family`` selects the reflection and retry prompts (``prompts/reflection/<family>.txt``):
     ``tool_call`` and ``math`` carry the paper's wording; anything else falls back to ``default``.
     When ``id`` is empty it is derived from the content, so the same task always gets the same id.
+    ``chat_template_kwargs`` is sent with every model call of this task (vLLM and the local
+    backend pass it to the chat template): e.g. ``{"style": "completion"}`` renders few-shot
+    tasks for base models without role prefixes (``prompts/templates/transcript.jinja``).
     """
 
     id: str = ""
@@ -109,6 +112,7 @@ class Task(_Model):
     messages: list[Message] = Field(min_length=1)
     tools: list[dict[str, Any]] | None = None
     verifier: VerifierSpec
+    chat_template_kwargs: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -119,11 +123,13 @@ class Task(_Model):
 
     def content_hash(self) -> str:
         """sha256 of what defines the task (messages, tools, verifier), not its id or metadata."""
-        payload = {
+        payload: dict[str, Any] = {
             "messages": [m.to_openai() for m in self.messages],
             "tools": self.tools,
             "verifier": self.verifier.to_dict(),
         }
+        if self.chat_template_kwargs:  # only when set, so older tasks keep their hash
+            payload["chat_template_kwargs"] = self.chat_template_kwargs
         raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -213,7 +219,7 @@ class LoopOptions(_Model):
     #: With k > 1: stop the other branches as soon as one passes (faster; their rewards are lost).
     cancel_on_success: bool = False
     #: False = the plain-retry control: after a failure the model is only told
-    #: "That was wrong. Try again." (``prompts/retry/plain.txt``), with no reflection.
+    #: "That was wrong. Try again." (``prompts/plain_retry/<family>.txt``), with no reflection.
     reflect: bool = True
 
     @model_validator(mode="after")

@@ -75,8 +75,21 @@ def gguf_path() -> Path:
     return cache_dir() / "gguf" / str(MODEL_NAME)
 
 
+#: Every version of rrr's transcript template starts with this comment.
+TRANSCRIPT_MARKER = "A plain transcript for BASE models"
+
+
 def chat_template() -> str:
     return resources.files("rrr_prompts").joinpath("templates/transcript.jinja").read_text("utf-8")
+
+
+def is_transcript_template(template: str | None) -> bool:
+    """Whether a tokenizer's chat template is (any version of) rrr's transcript template."""
+    return TRANSCRIPT_MARKER in (template or "")
+
+
+def _template_sha256() -> str:
+    return hashlib.sha256(chat_template().encode()).hexdigest()
 
 
 def _require_packages() -> None:
@@ -131,6 +144,9 @@ def verify(folder: Path | None = None, *, full: bool = False) -> CheckResult:
         problems.append(
             f"built from {SOURCE_PACKAGE} {manifest['source']['version']}, installed is {installed}"
         )
+    if manifest.get("chat_template_sha256") != _template_sha256():
+        # Served checkpoints (vLLM) read the template from disk: it must be the shipped one.
+        problems.append(f"{folder}: chat template differs from the shipped transcript.jinja")
     files: dict[str, dict[str, Any]] = manifest.get("files", {})
     present = {p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST}
     for extra in sorted(present - set(files)):
@@ -249,6 +265,7 @@ def prepare(*, force: bool = False, progress: Progress | None = None) -> Path:
                     "gguf_sha256": gguf_sha,
                 },
                 "fixes": FIXES,
+                "chat_template_sha256": _template_sha256(),
                 "dtype": "float32",
                 "files": files,
                 "built_with": {

@@ -9,7 +9,8 @@ Concurrent requests are batched: one worker thread owns the model, takes every r
 its queue (up to ``max_batch``), groups those with the same generation settings and runs each group
 as one left-padded ``generate`` call. Sampling parameters are honoured: ``temperature`` (0 or unset
 means greedy), ``top_p``, ``max_tokens``, ``stop``, ``seed``. Models whose chat template is rrr's
-transcript (the embedded model and checkpoints trained from it) stop at ``"\\nUser:"`` by default.
+transcript (the embedded model and checkpoints trained from it) stop at ``"\\nUser:"`` by default,
+or at ``"\\n"`` for tasks rendered in its completion style (``chat_template_kwargs``).
 
 Threads: ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads (busy-waiting OpenMP threads cost
 10-20x on a shared 2-core machine), and ``RRR_THREADS`` picks the torch thread count.
@@ -36,6 +37,8 @@ __all__ = ["LocalModel", "load_local_model"]
 
 PROVIDER = "local"
 TRANSCRIPT_STOP = ["\nUser:"]
+#: The transcript template's completion style writes one-line answers.
+COMPLETION_STOP = ["\n"]
 
 
 @dataclass(slots=True)
@@ -49,6 +52,7 @@ class _Request:
     seed: int | None
     min_tokens: int = 0
     ignore_eos: bool = False
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     future: Future[ModelOutput] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -107,10 +111,12 @@ class LocalModel:
         lm.eval()
         self.lm: Any = lm
         self.eos_ids = _as_list(lm.generation_config.eos_token_id)
-        from .embedded import chat_template
+        from .embedded import chat_template, is_transcript_template
 
-        template = self.tokenizer.chat_template or ""
-        self.default_stop = TRANSCRIPT_STOP if template.strip() == chat_template().strip() else []
+        self.transcript = is_transcript_template(self.tokenizer.chat_template)
+        if self.transcript:  # a checkpoint saved with an older version renders like the shipped one
+            self.tokenizer.chat_template = chat_template()
+        self.default_stop = TRANSCRIPT_STOP if self.transcript else []
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name=f"rrr-local-{name}", daemon=True)
         self._worker.start()
@@ -150,9 +156,11 @@ class LocalModel:
     def _request(
         self, messages: list[dict[str, Any]], params: dict[str, Any], tools: Any
     ) -> _Request:
+        template_kwargs = dict(params.get("chat_template_kwargs") or {})
         stop = params.get("stop")
         if stop is None:  # unset: the model's default; an explicit [] means "no stop strings"
-            stop = self.default_stop
+            completion = self.transcript and template_kwargs.get("style") == "completion"
+            stop = COMPLETION_STOP if completion else self.default_stop
         stops = [stop] if isinstance(stop, str) else list(stop)
         temperature = params.get("temperature")
         return _Request(
@@ -166,6 +174,7 @@ class LocalModel:
             # vLLM's names, so fixed-length benchmarks send the same request to both backends.
             min_tokens=int(params.get("min_tokens") or 0),
             ignore_eos=bool(params.get("ignore_eos", False)),
+            chat_template_kwargs=template_kwargs,
         )
 
     def _run(self) -> None:
@@ -206,7 +215,11 @@ class LocalModel:
         first = group[0]
         prompts = [
             self.tokenizer.apply_chat_template(
-                r.messages, tools=cast(Any, r.tools), tokenize=False, add_generation_prompt=True
+                r.messages,
+                tools=cast(Any, r.tools),
+                tokenize=False,
+                add_generation_prompt=True,
+                **r.chat_template_kwargs,
             )
             for r in group
         ]

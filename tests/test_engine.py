@@ -616,7 +616,8 @@ def test_plain_retry_control_has_no_reflection(scripted: ScriptedModel) -> None:
     assert retry[-2] == {"role": "assistant", "content": "32"}
     assert retry[-1] == {"role": "user", "content": "That was wrong. Try again."}
     assert traj.conversation()[:-1] == retry
-    assert "retry/plain" in traj.prompt_versions and "reflection/math" not in traj.prompt_versions
+    assert "plain_retry/default" in traj.prompt_versions
+    assert "reflection/math" not in traj.prompt_versions
 
 
 def test_plain_retry_with_tool_calls_keeps_tool_stubs(scripted: ScriptedModel) -> None:

@@ -41,6 +41,8 @@ class FailureExample:
     failed_answer: str
     task_id: str
     trajectory_id: str
+    #: The task's chat_template_kwargs (rendering style), applied wherever the prompt is rendered.
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     # Logged k-reflection group (offline mode): reflections, rewards, logged log-probs.
     group: list[dict[str, Any]] = field(default_factory=list)
 
@@ -50,6 +52,8 @@ class FailureExample:
             "task": self.task_json,
             "retry_instruction": self.retry_instruction,
             "task_id": self.task_id,
+            # JSON text: a dict column would become an Arrow struct with a fixed set of keys.
+            "template_kwargs": json.dumps(self.chat_template_kwargs, sort_keys=True),
         }
 
 
@@ -112,6 +116,7 @@ def _example(traj: Trajectory, prompts: PromptLibrary) -> FailureExample:
         failed_answer=first.text or json.dumps([c.model_dump() for c in first.tool_calls or []]),
         task_id=traj.task.id,
         trajectory_id=traj.id,
+        chat_template_kwargs=dict(traj.task.chat_template_kwargs or {}),
         group=group,
     )
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rrr_agent import DataError, ModelOutput, Task, build_verifier
+from rrr_agent import ConfigError, DataError, ModelOutput, Task, build_verifier
 from rrr_agent._extras import require_extra
 from rrr_agent._store import JsonlAppender
 
@@ -57,9 +57,21 @@ def resolve_model_path(model: str) -> Path:
 
 
 def uses_transcript_template(tokenizer: Any) -> bool:
-    from rrr_agent.embedded import chat_template
+    from rrr_agent.embedded import is_transcript_template
 
-    return (tokenizer.chat_template or "").strip() == chat_template().strip()
+    return is_transcript_template(tokenizer.chat_template)
+
+
+def shared_template_kwargs(examples: list[FailureExample]) -> dict[str, Any]:
+    """The one chat_template_kwargs every example uses (TRL renders all prompts one way)."""
+    found = {json.dumps(e.chat_template_kwargs, sort_keys=True) for e in examples}
+    if len(found) > 1:
+        raise ConfigError(
+            "the failure set mixes tasks rendered differently (chat_template_kwargs: "
+            + ", ".join(sorted(found))
+            + "); train one rendering style per run (filter the logs by family)"
+        )
+    return json.loads(found.pop()) if found else {}
 
 
 def reflection_eos_ids(tokenizer: Any, base_eos: list[int], policy: str) -> list[int]:
@@ -79,6 +91,10 @@ def load_policy(path: Path, config: RRRTrainConfig) -> tuple[Any, Any, list[int]
     torch = require_extra("torch", "training")
     transformers = require_extra("transformers", "training")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    if uses_transcript_template(tokenizer):
+        from rrr_agent.embedded import chat_template
+
+        tokenizer.chat_template = chat_template()  # older checkpoints render like the shipped one
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -137,11 +153,16 @@ class RetryReward:
             generation.temperature, generation.max_completion_length = saved
         return [self._trim(list(row)) for row in completion_ids]
 
-    def generate_retries(self, conversations: list[list[dict[str, Any]]]) -> list[str]:
+    def generate_retries(
+        self,
+        conversations: list[list[dict[str, Any]]],
+        template_kwargs: list[dict[str, Any]] | None = None,
+    ) -> list[str]:
         torch = require_extra("torch", "training")
+        kwargs_per_row = template_kwargs or [{} for _ in conversations]
         texts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            for c in conversations
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True, **kw)
+            for c, kw in zip(conversations, kwargs_per_row, strict=True)
         ]
         if getattr(self.trainer, "use_vllm", False):
             return self._generate_with_vllm(texts)
@@ -177,6 +198,7 @@ class RetryReward:
         completions: list[Any],
         task: list[str],
         retry_instruction: list[str],
+        template_kwargs: list[str] | None = None,
         log_metric: Any = None,
         **_: Any,
     ) -> list[float]:
@@ -187,7 +209,8 @@ class RetryReward:
             [*p, {"role": "assistant", "content": r}, {"role": "user", "content": ri}]
             for p, r, ri in zip(prompts, reflections, retry_instruction, strict=True)
         ]
-        retries = self.generate_retries(conversations)
+        kwargs = [json.loads(k) for k in template_kwargs] if template_kwargs else None
+        retries = self.generate_retries(conversations, kwargs)
         tasks = [Task.model_validate_json(t) for t in task]
         rewards = [1.0 if _verify(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
         # Does the reflection already hold a full answer (the retry then only copies it)?
@@ -240,13 +263,19 @@ def _metrics_callback(path: Path, progress: ProgressHook | None = None) -> Any:
 
 
 def _grpo_config(
-    config: RRRTrainConfig, output_dir: Path, *, use_cpu: bool, stop_ids: list[int]
+    config: RRRTrainConfig,
+    output_dir: Path,
+    *,
+    use_cpu: bool,
+    stop_ids: list[int],
+    template_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     trl = require_extra("trl", "GRPO training")
     # vLLM reads its stop tokens from the checkpoint on disk, not from our in-memory eos change.
     generation_kwargs = {"stop_token_ids": stop_ids} if config.use_vllm else None
     return trl.GRPOConfig(
         generation_kwargs=generation_kwargs,
+        chat_template_kwargs=template_kwargs or None,
         output_dir=str(output_dir),
         learning_rate=config.resolved_learning_rate(),
         beta=config.beta,
@@ -300,6 +329,7 @@ def build_trainer(
             target_modules=list(config.lora_target_modules),
             task_type="CAUSAL_LM",
         )
+    template_kwargs = shared_template_kwargs(examples)
     dataset = datasets.Dataset.from_list([e.row() for e in examples])
     reward = RetryReward(
         tokenizer=tokenizer,
@@ -311,7 +341,11 @@ def build_trainer(
         model=model,
         reward_funcs=[reward],
         args=_grpo_config(
-            config, output_dir, use_cpu=not torch.cuda.is_available(), stop_ids=stop_ids
+            config,
+            output_dir,
+            use_cpu=not torch.cuda.is_available(),
+            stop_ids=stop_ids,
+            template_kwargs=template_kwargs,
         ),
         train_dataset=dataset,
         processing_class=tokenizer,

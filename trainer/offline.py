@@ -46,6 +46,7 @@ class OfflineGroup:
     reflections: list[str]
     rewards: list[float]
     logprobs: list[list[float] | None] = field(default_factory=list)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def group_advantages(rewards: list[float]) -> list[float]:
@@ -74,6 +75,7 @@ def _groups(examples: list[FailureExample]) -> tuple[list[OfflineGroup], dict[st
                 reflections=[c["text"] for c in e.group],
                 rewards=rewards,
                 logprobs=[c.get("logprobs") for c in e.group],
+                chat_template_kwargs=e.chat_template_kwargs,
             )
         )
     return usable, skipped
@@ -169,7 +171,7 @@ def train_offline(
         rows, advantages, old = [], [], []
         for g in batch:
             prompt = tokenizer.apply_chat_template(
-                g.prompt, tokenize=False, add_generation_prompt=True
+                g.prompt, tokenize=False, add_generation_prompt=True, **g.chat_template_kwargs
             )
             prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
             for text, adv, lp in zip(g.reflections, group_advantages(g.rewards), g.logprobs,

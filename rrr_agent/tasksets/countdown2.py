@@ -6,8 +6,14 @@ numbers (2-99) and a target reachable with exactly one of + - * / (operations eq
 subtraction stays positive, division is exact). Problems are generated from fixed seeds; the test
 split never repeats a training problem or a worked example.
 
-The prompt is a transcript the base model continues well: a system line with the rule, nine
-worked examples as earlier user/assistant turns, then the problem.
+The prompt is written for a base model (FIELD_NOTES: 40 % greedy in this form against 28 % as a
+User/Assistant transcript): the rule and nine worked blocks "Numbers: 14, 9 / Target: 23 /
+Equation: 14 + 9" in the system message, then the problem as one more block ending in
+"Equation:". ``chat_template_kwargs={"style": "completion"}`` makes rrr's transcript template
+render it without role prefixes; chat models read the same messages as ordinary turns. The family
+``countdown2`` has its own one-line prompts in that style (``prompts/*/countdown2.txt``):
+"That was wrong. Reflection:", "Try again. Equation:", and the plain retry
+"That was wrong. Try again. Equation:".
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 from .._types import Message, Task, VerifierSpec
 from . import GENERATED, register_taskset
 
-__all__ = ["INSTRUCTION", "WORKED_EXAMPLES", "generate_problems", "make_task"]
+__all__ = ["FAMILY", "INSTRUCTION", "WORKED_EXAMPLES", "generate_problems", "make_task"]
 
 INSTRUCTION = "Use both numbers exactly once with one of + - * / to reach the target."
 #: (a, b, target, equation): every operation appears at least twice.
@@ -71,17 +77,25 @@ def generate_problems(
     return out
 
 
+FAMILY = "countdown2"
+STYLE = {"style": "completion"}
+
+
+def _block(a: int, b: int, target: int) -> str:
+    return f"Numbers: {a}, {b}\nTarget: {target}\nEquation:"
+
+
 def make_task(a: int, b: int, target: int, *, task_id: str, reference: str | None = None) -> Task:
-    messages = [Message(role="system", content=INSTRUCTION)]
-    for xa, xb, xt, xeq in WORKED_EXAMPLES:
-        messages.append(Message(role="user", content=f"Numbers: {xa}, {xb}. Target: {xt}."))
-        messages.append(Message(role="assistant", content=xeq))
-    messages.append(Message(role="user", content=f"Numbers: {a}, {b}. Target: {target}."))
+    worked = "\n\n".join(f"{_block(xa, xb, xt)} {xeq}" for xa, xb, xt, xeq in WORKED_EXAMPLES)
     return Task(
         id=task_id,
-        family="math",
-        messages=messages,
+        family=FAMILY,
+        messages=[
+            Message(role="system", content=f"{INSTRUCTION}\n\n{worked}"),
+            Message(role="user", content=_block(a, b, target)),
+        ],
         verifier=VerifierSpec(type="countdown", numbers=[a, b], target=target),
+        chat_template_kwargs=dict(STYLE),
         metadata={"reference_equation": reference, "generator": "countdown2"},
     )
 
@@ -97,7 +111,7 @@ def _train() -> list[tuple[int, int, int, str]]:
 @register_taskset(
     "countdown2-train",
     description=f"Countdown, 2 numbers and one operation, 9 few-shot turns ({TRAIN_SIZE}, seeded)",
-    family="math",
+    family=FAMILY,
     source=GENERATED,
 )
 def load_train(_root: Path) -> Iterator[Task]:
@@ -108,7 +122,7 @@ def load_train(_root: Path) -> Iterator[Task]:
 @register_taskset(
     "countdown2-test",
     description=f"Held-out 2-number Countdown ({TEST_SIZE}, seeded, disjoint from train)",
-    family="math",
+    family=FAMILY,
     source=GENERATED,
 )
 def load_test(_root: Path) -> Iterator[Task]:
