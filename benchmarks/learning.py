@@ -35,11 +35,12 @@ def main() -> None:
     parser.add_argument("--train-tasks", type=int, default=200)
     parser.add_argument("--samples", type=int, default=1, help="first attempts mined per task")
     parser.add_argument("--mine-temperature", type=float, default=0.0,
-                        help="0: mine the greedy failures, the ones the evaluation retries")  # fmt: skip
+                        help="0: the greedy failures, those the evaluation retries")  # fmt: skip
     parser.add_argument("--keep", type=int, default=1, help="failures kept per task")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--generations", type=int, default=8, help="reflections per failure")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--beta", type=float, default=0.001, help="KL weight (paper: 0.001)")
     parser.add_argument("--reflection-tokens", type=int, default=32)
     parser.add_argument("--retry-tokens", type=int, default=12)
     parser.add_argument("--forgetting", default="arithmetic-test")
@@ -99,6 +100,7 @@ def main() -> None:
     config = RRRTrainConfig(
         output_dir=str(work / "train"), max_steps=args.steps, num_generations=args.generations,
         per_device_train_batch_size=args.generations, learning_rate=args.learning_rate,
+        beta=args.beta,
         max_reflection_tokens=args.reflection_tokens, max_retry_tokens=args.retry_tokens,
         holdout_fraction=0.0, save_steps=max(10, args.steps // 4), seed=args.seed,
         merge=False,  # the adapter is all the evaluation needs

@@ -150,7 +150,7 @@ def test_engine_on_the_local_model_batches_and_logs(local_model: Any, tmp_path: 
         assert traj.model == "local/gemma-3-270m"
         assert traj.attempts[0].usage.prompt_tokens > 100  # the few-shot transcript
         if traj.outcome is not Outcome.PASSED_FIRST_TRY:
-            assert traj.reflections[0].instruction.startswith("You tried solving the problem")  # type: ignore[union-attr]
+            assert traj.reflections[0].instruction == "That was wrong. Reflection:"  # type: ignore[union-attr]
 
 
 def test_sampling_params_are_honoured(local_model: Any) -> None:
@@ -178,7 +178,9 @@ def test_peft_adapter_as_a_local_model(checkpoint: Path, tmp_path: Path, local_m
     engine = Engine(f"local/{adapter}", sampling=SamplingParams(max_tokens=8))
     task = next(iter(get_taskset("countdown2-test").load()))
     traj = engine.run_sync(task)
-    base = local_model.generate_sync(task.openai_messages(), max_tokens=8)
+    base = local_model.generate_sync(
+        task.openai_messages(), max_tokens=8, chat_template_kwargs=task.chat_template_kwargs
+    )
     assert traj.attempts[0].text != base.text
     assert traj.model == f"local/{adapter}"
 

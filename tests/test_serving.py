@@ -117,7 +117,8 @@ def test_engine_through_vllm(served: dict[str, Any], tmp_path: Path) -> None:
         served["model_string"],
         api_base=served["base_url"],
         store=store,
-        sampling=SamplingParams(max_tokens=32, temperature=0, stop=["\nUser:"]),
+        # countdown2 is rendered in the completion style (one-line answers): stop at the newline.
+        sampling=SamplingParams(max_tokens=32, temperature=0, stop=["\n"]),
     )
     results = engine.run_many_sync(tasks, concurrency=4)
     assert all(r.ok for r in results), [r.error for r in results]
@@ -126,6 +127,17 @@ def test_engine_through_vllm(served: dict[str, Any], tmp_path: Path) -> None:
     assert all(
         t.response_model == "gemma" and t.attempts[0].usage.completion_tokens > 0 for t in logged
     )
+    # vLLM rendered the task's completion style (chat_template_kwargs), not the User/Assistant form.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(embedded.checkpoint_dir()))
+    for traj in logged:
+        messages = traj.task.openai_messages()
+        styled = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         **(traj.task.chat_template_kwargs or {}))  # fmt: skip
+        assert "Assistant:" not in styled
+        expected = len(tok(styled, add_special_tokens=False).input_ids)
+        assert traj.attempts[0].usage.prompt_tokens == expected
 
 
 def test_adapter_loaded_at_run_time_changes_output(served: dict[str, Any]) -> None:

@@ -1,0 +1,116 @@
+"""Per-task rendering (``chat_template_kwargs``): the transcript template's completion style, the
+engine sending it on every call, the family prompts of countdown2, and the trainer's handling."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jinja2
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from rrr_agent import Engine, LoopOptions, Outcome, ScriptedModel, Task
+from rrr_agent.embedded import chat_template, is_transcript_template
+from rrr_agent.tasksets import get_taskset
+from rrr_agent.testing import StubOpenAIServer, StubResponse
+
+from .conftest import math_task
+
+
+def render(messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    # The environment transformers uses for chat templates.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template: jinja2.Template = env.from_string(chat_template())
+    return template.render(
+        messages=messages, bos_token="<bos>", add_generation_prompt=True, tools=None, **kwargs
+    )
+
+
+def test_completion_style_drops_role_prefixes() -> None:
+    messages = [
+        {"role": "system", "content": "Rule.\n\nNumbers: 1, 2\nTarget: 3\nEquation: 1 + 2"},
+        {"role": "user", "content": "Numbers: 4, 5\nTarget: 9\nEquation:"},
+        {"role": "assistant", "content": "4 * 5"},
+        {"role": "user", "content": "That was wrong. Reflection:"},
+    ]
+    assert render(messages, style="completion") == (
+        "<bos>Rule.\n\nNumbers: 1, 2\nTarget: 3\nEquation: 1 + 2\n\n"
+        "Numbers: 4, 5\nTarget: 9\nEquation: 4 * 5\nThat was wrong. Reflection:"
+    )
+    # Without the kwarg the same messages are a User/Assistant transcript.
+    transcript = render(messages)
+    assert "User: Numbers: 4, 5" in transcript and transcript.endswith("Assistant:")
+    assert is_transcript_template(chat_template())
+    assert not is_transcript_template("{{ messages }}") and not is_transcript_template(None)
+
+
+def test_engine_sends_the_task_kwargs_on_every_call() -> None:
+    task = math_task().model_copy(update={"chat_template_kwargs": {"style": "completion"}})
+    plain = math_task()
+    with StubOpenAIServer(
+        [StubResponse(text="41"), StubResponse(text="I added wrong."),
+         StubResponse(text="42"), StubResponse(text="42")]
+    ) as srv:  # fmt: skip
+        engine = Engine("hosted_vllm/m", api_base=srv.base_url, options=LoopOptions(max_retries=1))
+        traj = engine.run_sync(task)
+        assert traj.outcome is Outcome.PASSED_AFTER_RETRY
+        engine.run_sync(plain)
+        bodies = srv.requests
+    assert len(bodies) == 4
+    assert all(b["chat_template_kwargs"] == {"style": "completion"} for b in bodies[:3])
+    assert "chat_template_kwargs" not in bodies[3]
+    # The rendering is part of what defines the task, so it changes the content hash.
+    assert task.content_hash() != plain.content_hash()
+    assert Task.model_validate_json(traj.task.model_dump_json()).chat_template_kwargs == {
+        "style": "completion"
+    }
+
+
+def test_countdown2_uses_its_family_prompts(scripted: ScriptedModel) -> None:
+    task = next(iter(get_taskset("countdown2-test").load()))
+    assert task.family == "countdown2" and task.chat_template_kwargs == {"style": "completion"}
+    assert task.messages[-1].content.endswith("\nEquation:")
+    scripted.add("1 + 1", "I should multiply.", "2 * 2")
+    traj = Engine(scripted.model, options=LoopOptions(max_retries=1)).run_sync(task)
+    assert traj.reflections[0].instruction == "That was wrong. Reflection:"
+    assert traj.attempts[1].instruction == "Try again. Equation:"
+    scripted.add("1 + 1", "2 * 2")
+    plain = Engine(scripted.model, options=LoopOptions(reflect=False)).run_sync(task)
+    assert plain.attempts[1].instruction == "That was wrong. Try again. Equation:"
+    assert "plain_retry/countdown2" in plain.prompt_versions
+
+
+def test_arithmetic_probe_answers_pass_and_are_distinct() -> None:
+    from rrr_agent import build_verifier
+    from rrr_agent._types import ModelOutput
+
+    tasks = list(get_taskset("arithmetic-test").load())
+    assert len(tasks) == 300 and len({t.content_hash() for t in tasks}) == 300
+    for t in tasks[:50]:
+        text = t.messages[-1].content
+        a, op, b = text.split("\n")[0].removeprefix("Sum: ").split()
+        answer = int(a) + int(b) if op == "+" else int(a) - int(b)
+        verifier = build_verifier(t.verifier)
+        assert verifier.verify(ModelOutput(text=f" {answer}"), t).passed  # type: ignore[union-attr]
+        assert not verifier.verify(ModelOutput(text=f"{answer + 1}"), t).passed  # type: ignore[union-attr]
+
+
+def test_trainer_refuses_mixed_renderings() -> None:
+    pytest.importorskip("trl")
+    from rrr_trainer.data import FailureExample
+    from rrr_trainer.grpo import shared_template_kwargs
+
+    from rrr_agent import ConfigError
+
+    def example(kw: dict[str, Any]) -> FailureExample:
+        return FailureExample(task_json="{}", prompt=[], reflection_instruction="",
+                              retry_instruction="", failed_answer="", task_id="t",
+                              trajectory_id="x", chat_template_kwargs=kw)  # fmt: skip
+
+    style = {"style": "completion"}
+    assert shared_template_kwargs([example(style), example(dict(style))]) == style
+    assert shared_template_kwargs([example({})]) == {}
+    with pytest.raises(ConfigError, match="mixes tasks rendered differently"):
+        shared_template_kwargs([example(style), example({})])
+    assert json.loads(example(style).row()["template_kwargs"]) == style
