@@ -37,9 +37,12 @@ __all__ = [
     "EMBEDDED_MODEL_STRING",
     "CheckResult",
     "cache_dir",
+    "chat_template",
     "checkpoint_dir",
     "info",
+    "is_transcript_template",
     "prepare",
+    "use_shipped_transcript",
     "verify",
 ]
 
@@ -86,6 +89,15 @@ def chat_template() -> str:
 def is_transcript_template(template: str | None) -> bool:
     """Whether a tokenizer's chat template is (any version of) rrr's transcript template."""
     return TRANSCRIPT_MARKER in (template or "")
+
+
+def use_shipped_transcript(tokenizer: Any) -> bool:
+    """If ``tokenizer`` has any version of rrr's transcript template, switch it to the shipped one
+    (checkpoints saved with an older version then render like the current one); say whether."""
+    if not is_transcript_template(tokenizer.chat_template):
+        return False
+    tokenizer.chat_template = chat_template()
+    return True
 
 
 def _template_sha256() -> str:

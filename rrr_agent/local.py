@@ -111,11 +111,9 @@ class LocalModel:
         lm.eval()
         self.lm: Any = lm
         self.eos_ids = _as_list(lm.generation_config.eos_token_id)
-        from .embedded import chat_template, is_transcript_template
+        from .embedded import use_shipped_transcript
 
-        self.transcript = is_transcript_template(self.tokenizer.chat_template)
-        if self.transcript:  # a checkpoint saved with an older version renders like the shipped one
-            self.tokenizer.chat_template = chat_template()
+        self.transcript = use_shipped_transcript(self.tokenizer)
         self.default_stop = TRANSCRIPT_STOP if self.transcript else []
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name=f"rrr-local-{name}", daemon=True)

@@ -91,10 +91,9 @@ def load_policy(path: Path, config: RRRTrainConfig) -> tuple[Any, Any, list[int]
     torch = require_extra("torch", "training")
     transformers = require_extra("transformers", "training")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    if uses_transcript_template(tokenizer):
-        from rrr_agent.embedded import chat_template
+    from rrr_agent.embedded import use_shipped_transcript
 
-        tokenizer.chat_template = chat_template()  # older checkpoints render like the shipped one
+    use_shipped_transcript(tokenizer)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
