@@ -111,7 +111,7 @@ async def arm_openai(base_url: str, tasks: list[Task], concurrency: int) -> None
 
 
 async def arm_litellm(base_url: str, tasks: list[Task], concurrency: int) -> None:
-    from rrr_agent._models import import_litellm
+    from rrr_agent._providers import import_litellm
 
     litellm = import_litellm()
 

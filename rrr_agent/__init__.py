@@ -11,7 +11,7 @@ imported on the first model call, and torch, transformers, trl, vllm and textual
     trajectory = engine.run_sync(task)
 """
 
-from ._conversation import build_conversation
+from ._conversation import build_conversation, reflection_messages, retry_messages
 from ._engine import Engine, RunResult
 from ._errors import (
     ConfigError,
@@ -47,12 +47,14 @@ from ._events import (
     TransportRetry,
     Verified,
 )
+from ._extras import require_extra
 from ._models import LiteLLMClient, ModelClient, RetryPolicy
 from ._prompts import Prompt, PromptLibrary
 from ._scripted import ScriptedError, ScriptedModel, ScriptedReply
 from ._settings import Settings, data_dir, load_settings
 from ._store import (
     ErrorLog,
+    JsonlAppender,
     LineProblem,
     ReadReport,
     TrajectoryFilter,
@@ -97,6 +99,7 @@ __all__ = [
     "GroupFinished",
     "Hooks",
     "InfrastructureError",
+    "JsonlAppender",
     "LineProblem",
     "LiteLLMClient",
     "LogFileError",
@@ -155,6 +158,9 @@ __all__ = [
     "load_settings",
     "load_tasks",
     "read_trajectories",
+    "reflection_messages",
     "register_verifier",
+    "require_extra",
+    "retry_messages",
     "summarize",
 ]

@@ -46,6 +46,7 @@ from ._events import (
 )
 from ._models import ModelClient, RetryPolicy, call_with_retries, resolve_client
 from ._prompts import PromptLibrary
+from ._settings import Settings, load_settings
 from ._store import ErrorLog, TrajectoryStore
 from ._types import (
     Attempt,
@@ -126,6 +127,60 @@ class Engine:
         self.timeout_s = timeout_s
         self.retry_policy = retry_policy or RetryPolicy()
         self.model_revision = model_revision
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        model: str | ModelClient | None = None,
+        options: LoopOptions | None = None,
+        sampling: SamplingParams | None = None,
+        log: bool | None = None,
+        hooks: Hooks | None = None,
+        on_prepare: Callable[[str], None] | None = None,
+    ) -> Engine:
+        """The one way to build an engine from the settings object; every caller uses it (CLI,
+        evaluation, mining, SDK, proxy, chat, nightly job).
+
+        The model is ``model``, else ``settings.model``, else the embedded model, which is
+        prepared first when it is the one chosen (``on_prepare`` receives progress lines). API key,
+        API base, timeout, transport retries, prompts folder and model revision always come from
+        ``settings``; ``options`` and ``sampling`` default to the settings' own. Trajectories go to
+        ``settings.trajectory_log`` (and failed runs to its error log) when ``log`` (default:
+        ``settings.log``) is on.
+        """
+        settings = settings if settings is not None else load_settings()
+        chosen: str | ModelClient
+        if model is not None:
+            chosen = model
+        elif settings.model:
+            chosen = settings.model
+        else:
+            from .embedded import EMBEDDED_MODEL_STRING
+
+            chosen = EMBEDDED_MODEL_STRING
+        if isinstance(chosen, str):
+            from .embedded import prepare_for
+
+            prepare_for(chosen, on_prepare)
+        logging = settings.log if log is None else log
+        return cls(
+            chosen,
+            options=options or settings.loop_options(),
+            sampling=sampling or settings.sampling(),
+            store=TrajectoryStore(settings.trajectory_log, fsync=settings.fsync)
+            if logging
+            else None,
+            error_log=ErrorLog(settings.error_log) if logging else None,
+            hooks=hooks,
+            prompts=PromptLibrary(settings.prompts_dir),
+            timeout_s=settings.timeout_s,
+            retry_policy=RetryPolicy(tries=settings.transport_tries),
+            model_revision=settings.model_revision,
+            api_base=settings.api_base,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        )
 
     @property
     def model(self) -> str:
@@ -447,30 +502,11 @@ class _Run:
 
     async def _verify(self, attempt: Attempt) -> Verdict:
         self.stage = "verify"
-        verifier, output = self.verifier, attempt.as_output()
         start = time.perf_counter()
-        try:
-            if verifier.blocking:
-                result: Any = await asyncio.to_thread(verifier.verify, output, self.task)
-            else:
-                result = verifier.verify(output, self.task)
-            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-                result = await result
-        except (asyncio.CancelledError, InfrastructureError):
-            # An LLM judge that cannot reach its model is infrastructure, not a verdict or a bug.
-            raise
-        except Exception as exc:
-            raise VerifierError(
-                f"verifier {verifier.type!r} crashed on task {self.task.id} attempt "
-                f"{attempt.index}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(result, Verdict):
-            raise VerifierError(
-                f"verifier {verifier.type!r} returned {type(result).__name__}, not a Verdict"
-            )
+        result = await self.verifier.judge(attempt.as_output(), self.task)
         verdict = result.model_copy(
             update={
-                "verifier": verifier.type,
+                "verifier": self.verifier.type,
                 "attempt_index": attempt.index,
                 "branch": attempt.branch,
                 "latency_s": time.perf_counter() - start,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._errors import (
+    ConfigError,
     InfrastructureError,
     MalformedResponse,
     ModelConnectionError,
@@ -26,6 +26,7 @@ from ._errors import (
     RateLimited,
     ServerError,
 )
+from ._providers import ensure_provider, import_litellm
 from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 
 __all__ = [
@@ -33,9 +34,8 @@ __all__ = [
     "ModelClient",
     "RetryPolicy",
     "call_with_retries",
-    "import_litellm",
     "map_litellm_error",
-    "register_provider",
+    "parse_response",
     "resolve_client",
 ]
 
@@ -61,62 +61,64 @@ class ModelClient(Protocol):
     ) -> ModelOutput: ...
 
 
-_PROVIDERS: dict[str, Any] = {}
-_litellm: Any = None
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it was raised from (``__cause__``, ``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
-def import_litellm() -> Any:
-    """Import litellm once, configured for offline and predictable use."""
-    global _litellm
-    if _litellm is not None:
-        return _litellm
-    # Without this every import tries to fetch a price map from the internet (FIELD_NOTES).
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    litellm.disable_hf_tokenizer_download = True
-    litellm.drop_params = True
-    _litellm = litellm
-    for name, handler in _PROVIDERS.items():
-        _install_provider(litellm, name, handler)
-    return litellm
-
-
-def _install_provider(litellm: Any, name: str, handler: Any) -> None:
-    litellm.custom_provider_map = [
-        p for p in litellm.custom_provider_map if p.get("provider") != name
-    ] + [{"provider": name, "custom_handler": handler}]
+def _is_connection_failure(exc: BaseException) -> bool:
+    """Refused, reset or unreachable: litellm reports some of these as a 500 InternalServerError
+    whose cause is the real connection error (httpx, aiohttp, openai or the OS)."""
+    for e in _chain(exc):
+        if isinstance(e, ConnectionError):  # refused, reset, aborted (OS level)
+            return True
+        kind = f"{type(e).__module__}.{type(e).__name__}"
+        if kind in {
+            "httpx.ConnectError",
+            "httpx.ReadError",
+            "httpx.WriteError",
+            "httpx.RemoteProtocolError",
+            "openai.APIConnectionError",
+            "aiohttp.client_exceptions.ClientConnectorError",
+            "aiohttp.client_exceptions.ServerDisconnectedError",
+        }:
+            return True
+    return False
 
 
-def register_provider(name: str, handler_factory: Callable[[], Any]) -> None:
-    """Register a litellm custom provider (``name/<model>``). The handler is built lazily."""
-    if name in _PROVIDERS:
-        return
-    if _litellm is None:
-        _PROVIDERS[name] = _LazyHandler(handler_factory)
-    else:
-        _PROVIDERS[name] = handler_factory()
-        _install_provider(_litellm, name, _PROVIDERS[name])
+def _missing_key(exc: BaseException, model: str) -> ConfigError | None:
+    """A missing API key is the caller's configuration, not the server's fault: no retry, and
+    the message names the variable to set."""
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    missing = "missing credentials" in text or (
+        "missing" in text and ("api key" in text or "api_key" in text)
+    )
+    if not missing:
+        return None
+    names: list[str] = []
+    try:
+        names = list(import_litellm().validate_environment(model).get("missing_keys") or [])
+    except Exception:  # the message below still says what to do
+        names = []
+    where = " or ".join(names) if names else "the provider's API key variable"
+    return ConfigError(
+        f"{model}: no API key: set {where} in the environment, or the api_key setting "
+        "(RRR_API_KEY, or api_key in the TOML config)"
+    )
 
 
-class _LazyHandler:
-    # Holds the factory until litellm is imported; replaced by the real handler at install time.
-    def __init__(self, factory: Callable[[], Any]):
-        self.factory = factory
+def map_litellm_error(exc: BaseException, model: str) -> InfrastructureError | ConfigError:
+    """Turn any exception raised while calling litellm into our typed error.
 
-
-def _materialize_providers() -> None:
-    for name, handler in list(_PROVIDERS.items()):
-        if isinstance(handler, _LazyHandler):
-            _PROVIDERS[name] = handler.factory()
-            if _litellm is not None:
-                _install_provider(_litellm, name, _PROVIDERS[name])
-
-
-def map_litellm_error(exc: BaseException, model: str) -> InfrastructureError:
-    """Turn any exception raised while calling litellm into our typed infrastructure error."""
-    if isinstance(exc, InfrastructureError):
+    Infrastructure errors (:class:`InfrastructureError`) say nothing about the task; a missing API
+    key is a :class:`ConfigError`, never retried.
+    """
+    if isinstance(exc, InfrastructureError | ConfigError):
         return exc
     litellm = import_litellm()
     ex = litellm.exceptions
@@ -124,8 +126,13 @@ def map_litellm_error(exc: BaseException, model: str) -> InfrastructureError:
     msg = f"{model}: {type(exc).__name__}: {exc}"
     if isinstance(exc, ex.Timeout | asyncio.TimeoutError | TimeoutError):
         return ModelTimeout(msg, status_code=status, model=model)
+    key_error = _missing_key(exc, model)
+    if key_error is not None:
+        return key_error
     if isinstance(exc, ex.RateLimitError):
         return RateLimited(msg, model=model, retry_after=_retry_after(exc))
+    if isinstance(exc, ex.APIConnectionError) or _is_connection_failure(exc):
+        return ModelConnectionError(msg, status_code=None, model=model)
     if isinstance(
         exc,
         ex.BadRequestError
@@ -135,8 +142,6 @@ def map_litellm_error(exc: BaseException, model: str) -> InfrastructureError:
         | ex.UnprocessableEntityError,
     ):
         return ModelRequestError(msg, status_code=status, model=model)
-    if isinstance(exc, ex.APIConnectionError):
-        return ModelConnectionError(msg, status_code=None, model=model)
     if isinstance(exc, ex.InternalServerError | ex.ServiceUnavailableError | ex.BadGatewayError):
         return ServerError(msg, status_code=status, model=model)
     if isinstance(exc, ex.APIError) and isinstance(status, int) and status >= 500:
@@ -245,7 +250,7 @@ class LiteLLMClient:
         timeout: float | None = None,
     ) -> ModelOutput:
         litellm = import_litellm()
-        _materialize_providers()
+        ensure_provider(self.model)
         kwargs: dict[str, Any] = {**self.extra, **params}
         if tools:
             kwargs["tools"] = tools
@@ -280,14 +285,7 @@ def resolve_client(
     api_key: str | None = None,
 ) -> ModelClient:
     if isinstance(model, str):
-        if model.startswith("scripted/"):
-            from . import _scripted  # registers the provider
-
-            _scripted.ensure_registered()
-        elif model.startswith("local/"):
-            from . import local  # registers the provider; torch loads on the first call
-
-            local.ensure_registered()
+        # Custom providers (local/, scripted/, plug-ins) are installed on the first call.
         return LiteLLMClient(model, api_base=api_base, api_key=api_key)
     if isinstance(model, ModelClient):
         return model

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._errors import DataError
-from ._models import import_litellm, map_litellm_error, parse_response, register_provider
-from ._types import ModelOutput
+from ._models import map_litellm_error
+from ._providers import import_litellm
+from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 
 __all__ = ["ScriptedError", "ScriptedModel", "ScriptedReply", "ScriptedRequest"]
 
@@ -81,7 +82,6 @@ class ScriptedModel:
         self.default = default
         self.requests: list[ScriptedRequest] = []
         _MODELS[self.name] = self
-        ensure_registered()
 
     @property
     def model(self) -> str:
@@ -172,10 +172,10 @@ class ScriptedModel:
         """Direct :class:`~rrr_agent.ModelClient` use, bypassing litellm (overhead-free tests)."""
         start = time.perf_counter()
         try:
-            response = await _build(self, messages, dict(params), timeout)
+            output = await _build(self, messages, dict(params), timeout)
         except Exception as exc:
             raise map_litellm_error(exc, self.model) from exc
-        return parse_response(response, model=self.model, latency_s=time.perf_counter() - start)
+        return output.model_copy(update={"latency_s": time.perf_counter() - start})
 
 
 def _words(messages: list[dict[str, Any]]) -> int:
@@ -211,82 +211,67 @@ async def _build(
     messages: list[dict[str, Any]],
     params: dict[str, Any],
     timeout: float | None,
-) -> Any:
-    litellm = import_litellm()
+) -> ModelOutput:
     reply = scripted._respond(messages, params)
     if isinstance(reply, ScriptedError):
         _raise(reply, scripted.model)
     if reply.delay_s:
         if timeout is not None and reply.delay_s > timeout:
             await asyncio.sleep(timeout)
-            raise litellm.exceptions.Timeout(
+            raise import_litellm().exceptions.Timeout(
                 message=f"no reply within {timeout}s", llm_provider=PROVIDER, model=scripted.model
             )
         await asyncio.sleep(reply.delay_s)
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
-    if reply.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": tc.get("id") or f"call_{i}",
-                "type": "function",
-                "function": {
-                    "name": tc["name"],
-                    "arguments": tc["arguments"]
-                    if isinstance(tc.get("arguments"), str)
-                    else json.dumps(tc.get("arguments", {})),
-                },
-            }
-            for i, tc in enumerate(reply.tool_calls)
-        ]
-    finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+    calls = [
+        ToolCall(
+            id=tc.get("id") or f"call_{i}",
+            function=FunctionCall(
+                name=tc["name"],
+                arguments=tc["arguments"]
+                if isinstance(tc.get("arguments"), str)
+                else json.dumps(tc.get("arguments", {})),
+            ),
+        )
+        for i, tc in enumerate(reply.tool_calls or ())
+    ]
     prompt_tokens = _words(messages)
     completion_tokens = len((reply.text or "").split()) + sum(
         len(json.dumps(tc)) // 4 for tc in reply.tool_calls or ()
     )
-    return litellm.ModelResponse(
-        choices=[{"message": message, "finish_reason": finish, "index": 0}],
-        usage={
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-        model=scripted.model,
+    return ModelOutput(
+        text=reply.text,
+        tool_calls=calls or None,
+        finish_reason=reply.finish_reason or ("tool_calls" if calls else "stop"),
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+        response_model=scripted.model,
     )
 
 
-def _handler() -> Any:
-    litellm = import_litellm()
-
-    class ScriptedProvider(litellm.CustomLLM):  # type: ignore[misc,name-defined]
-        """litellm custom provider: ``scripted/<name>`` → the registered ScriptedModel."""
-
-        def _model(self, model: str) -> ScriptedModel:
-            name = model.split("/", 1)[1] if model.startswith(f"{PROVIDER}/") else model
-            try:
-                return _MODELS[name]
-            except KeyError:
-                raise litellm.exceptions.NotFoundError(
-                    message=f"no scripted model named {name!r} is registered in this process",
-                    llm_provider=PROVIDER,
-                    model=model,
-                ) from None
-
-        async def acompletion(
-            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
-        ) -> Any:
-            params = dict(kwargs.get("optional_params") or {})
-            params.pop("max_retries", None)
-            timeout = kwargs.get("timeout")
-            timeout_s = float(timeout) if isinstance(timeout, int | float) else None
-            return await _build(self._model(model), messages, params, timeout_s)
-
-        def completion(
-            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
-        ) -> Any:
-            return asyncio.run(self.acompletion(model, messages, *args, **kwargs))
-
-    return ScriptedProvider()
-
-
-def ensure_registered() -> None:
-    register_provider(PROVIDER, _handler)
+async def complete(
+    name: str,
+    messages: list[dict[str, Any]],
+    *,
+    params: dict[str, Any],
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+    timeout: float | None = None,
+) -> ModelOutput:
+    """The ``scripted/<name>`` provider (see :mod:`rrr_agent._providers`)."""
+    try:
+        scripted = _MODELS[name]
+    except KeyError:
+        raise import_litellm().exceptions.NotFoundError(
+            message=f"no scripted model named {name!r} is registered in this process",
+            llm_provider=PROVIDER,
+            model=f"{PROVIDER}/{name}",
+        ) from None
+    recorded = dict(params)  # what the request carried, tools included
+    if tools:
+        recorded["tools"] = tools
+    if tool_choice:
+        recorded["tool_choice"] = tool_choice
+    return await _build(scripted, messages, recorded, timeout)

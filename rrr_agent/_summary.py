@@ -8,7 +8,7 @@ from typing import Any
 
 from ._types import Trajectory, Usage
 
-__all__ = ["Summary", "summarize"]
+__all__ = ["Summary", "summarize", "trajectory_row"]
 
 
 @dataclass(slots=True)
@@ -69,3 +69,19 @@ def summarize(trajectories: Iterable[Trajectory], *, errors: int = 0) -> Summary
     for traj in trajectories:
         summary.add(traj)
     return summary
+
+
+def trajectory_row(t: Trajectory) -> dict[str, Any]:
+    """One trajectory as a listing row (``rrr logs list``, session lists)."""
+    return {
+        "id": t.id,
+        "started_at": t.started_at.isoformat(),
+        "model": t.model,
+        "task_id": t.task.id,
+        "family": t.task.family,
+        "outcome": t.outcome.value,
+        "attempts": len(t.attempts),
+        "reflections": len(t.reflections),
+        "groups": len(t.groups),
+        "tokens": t.total_usage().total_tokens,
+    }

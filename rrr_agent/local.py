@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._errors import MissingExtraError, ModelRequestError, ModelTimeout, ServerError
-from ._models import register_provider
-from ._types import FunctionCall, ModelOutput, ToolCall, Usage
+from ._providers import import_litellm
+from ._types import ModelOutput, Usage
 
-__all__ = ["LocalModel", "load_local_model"]
+__all__ = ["LocalModel", "complete", "load_local_model"]
 
 PROVIDER = "local"
 TRANSCRIPT_STOP = ["\nUser:"]
@@ -329,54 +329,28 @@ def load_local_model(name: str) -> LocalModel:
         return model
 
 
-def _handler() -> Any:
-    from ._models import import_litellm
+async def complete(
+    name: str,
+    messages: list[dict[str, Any]],
+    *,
+    params: dict[str, Any],
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+    timeout: float | None = None,
+) -> ModelOutput:
+    """The ``local/<name>`` provider (see :mod:`rrr_agent._providers`): load once, then answer.
 
-    litellm = import_litellm()
-
-    class LocalProvider(litellm.CustomLLM):  # type: ignore[misc,name-defined]
-        """litellm custom provider: ``local/<name>`` → an in-process :class:`LocalModel`."""
-
-        async def acompletion(
-            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
-        ) -> Any:
-            name = model.split("/", 1)[1] if model.startswith(f"{PROVIDER}/") else model
-            try:
-                local = await asyncio.to_thread(load_local_model, name)
-            except ModelRequestError as exc:
-                raise litellm.exceptions.NotFoundError(
-                    message=str(exc), llm_provider=PROVIDER, model=model
-                ) from exc
-            params = dict(kwargs.get("optional_params") or {})
-            tools = params.pop("tools", None)
-            tool_choice = params.pop("tool_choice", None)
-            timeout = kwargs.get("timeout")
-            out = await local.complete(
-                messages,
-                params=params,
-                tools=tools,
-                tool_choice=tool_choice,
-                timeout=float(timeout) if isinstance(timeout, int | float) else None,
-            )
-            message: dict[str, Any] = {"role": "assistant", "content": out.text}
-            return litellm.ModelResponse(
-                choices=[{"message": message, "finish_reason": out.finish_reason, "index": 0}],
-                usage=out.usage.model_dump(),
-                model=local.model,
-            )
-
-        def completion(
-            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
-        ) -> Any:
-            return asyncio.run(self.acompletion(model, messages, *args, **kwargs))
-
-    return LocalProvider()
-
-
-def ensure_registered() -> None:
-    register_provider(PROVIDER, _handler)
-
-
-# Keep the unused imports' names referenced for readers: tool calls from a base model come back as
-# Python-call text in ``text`` (the BFCL verifier reads it), never as structured tool calls.
-_ = (FunctionCall, ToolCall)
+    A base model writes tool calls as Python-call text in ``text`` (the BFCL verifier reads it),
+    never as structured tool calls.
+    """
+    try:
+        local = await asyncio.to_thread(load_local_model, name)
+    except ModelRequestError as exc:
+        litellm = import_litellm()
+        raise litellm.exceptions.NotFoundError(
+            message=str(exc), llm_provider=PROVIDER, model=f"{PROVIDER}/{name}"
+        ) from exc
+    out = await local.complete(
+        messages, params=params, tools=tools, tool_choice=tool_choice, timeout=timeout
+    )
+    return out.model_copy(update={"response_model": local.model})

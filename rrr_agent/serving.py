@@ -14,22 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ._errors import MissingExtraError, ServeError
 
-__all__ = ["VLLMServer", "free_port", "resolve_checkpoint"]
+__all__ = [
+    "VLLMServer",
+    "free_port",
+    "load_adapter",
+    "resolve_checkpoint",
+    "serve_until_stopped",
+    "unload_adapter",
+]
 
 Progress = Callable[[str], None]
 
@@ -222,11 +228,9 @@ class VLLMServer:
                     f"vLLM exited with code {code} during start-up; last log lines:\n"
                     + self.log_tail()
                 )
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError, ValueError),
-                urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp,
-            ):
-                if resp.status == 200 and json.loads(resp.read()).get("data"):
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                resp = httpx.get(f"{self.base_url}/models", timeout=2)
+                if resp.status_code == 200 and resp.json().get("data"):
                     return
             elapsed = time.monotonic() - started
             if elapsed - last_report >= 10:
@@ -279,17 +283,13 @@ class VLLMServer:
 
 
 def _post(url: str, payload: dict[str, Any]) -> str:
-    req = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
     try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return str(resp.read().decode(errors="replace"))
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        raise ServeError(f"{url}: HTTP {exc.code}: {body[:500]}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+        resp = httpx.post(url, json=payload, timeout=120)
+    except httpx.HTTPError as exc:
         raise ServeError(f"{url}: cannot reach the server: {exc}") from exc
+    if resp.status_code >= 400:
+        raise ServeError(f"{url}: HTTP {resp.status_code}: {resp.text[:500]}")
+    return resp.text
 
 
 def load_adapter(base_url: str, name: str, path: str | Path) -> None:
@@ -304,3 +304,32 @@ def load_adapter(base_url: str, name: str, path: str | Path) -> None:
 
 def unload_adapter(base_url: str, name: str) -> None:
     _post(f"{base_url.rstrip('/')}/unload_lora_adapter", {"lora_name": name})
+
+
+def serve_until_stopped(
+    server: VLLMServer,
+    *,
+    progress: Progress | None = None,
+    on_ready: Callable[[VLLMServer], None] | None = None,
+) -> None:
+    """Start ``server`` and keep it up until Ctrl-C or SIGTERM (returns normally), or until vLLM
+    exits on its own (raises :class:`ServeError` with its log tail). The server is always stopped
+    on the way out: no process is left behind."""
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.start(progress=progress)
+        if on_ready is not None:
+            on_ready(server)
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        code = server.process.returncode if server.process is not None else None
+        raise ServeError(f"vLLM exited with code {code}; last log lines:\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        return
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -177,7 +177,7 @@ def test_run_usage_errors_exit_2() -> None:
     result = runner.invoke(app, ["run", "hi", "--verifier", "{bad", "--script", str(DEMO_SCRIPT)])
     assert result.exit_code == 2 and "not valid JSON" in result.output
     both = runner.invoke(app, ["run", "hi", "--taskset", "countdown2-test"])
-    assert both.exit_code == 2 and "only one of" in both.output
+    assert both.exit_code == 2 and "exactly one of" in both.output
 
 
 def _fill_log(rrr_home: Path) -> list[Trajectory]:

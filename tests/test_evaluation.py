@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rrr_agent import ScriptedModel, Task, TrajectoryStore
+from rrr_agent import ScriptedModel, Task, TrajectoryStore, load_settings
 from rrr_agent.cli import app
 from rrr_agent.evaluation import evaluate, paired_mean_ci, wilson_interval
 
@@ -71,7 +71,8 @@ def test_evaluate_reflection_vs_plain_control(tmp_path: Path) -> None:
     a = ScriptedModel(default=scripted_policy({1, 2, 3}, {1}, {0, 4}))
     b = ScriptedModel(default=scripted_policy({1, 2, 3, 5, 6}, {1, 2}, {0, 4, 7}))
     store = TrajectoryStore(tmp_path / "eval.jsonl")
-    report = evaluate(tasks(), [a.model, b.model], taskset="toy", concurrency=4, store=store)
+    settings = load_settings(log_path=store.path)
+    report = evaluate(tasks(), [a.model, b.model], taskset="toy", concurrency=4, settings=settings)
     sa, sb = report.models[0].summary(), report.models[1].summary()
     assert (sa["n"], sa["first_try"]["k"], sa["second_try"]["k"]) == (8, 2, 5)
     assert sa["second_try_plain_retry"]["k"] == 3  # first-try passes + task 1

@@ -4,11 +4,13 @@ server, and the mapping of every infrastructure failure to a typed error."""
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import openai
 import pytest
 
 from rrr_agent import (
+    ConfigError,
     Engine,
     InfrastructureError,
     LiteLLMClient,
@@ -21,6 +23,7 @@ from rrr_agent import (
     RetryPolicy,
     ServerError,
     Task,
+    TransportRetry,
 )
 from rrr_agent.testing import StubOpenAIServer, StubResponse
 
@@ -101,15 +104,34 @@ async def test_slow_server_is_a_timeout(server: StubOpenAIServer) -> None:
         await client.complete([{"role": "user", "content": "hi"}], params={}, timeout=0.3)
 
 
-async def test_refused_connection_is_retryable_infrastructure() -> None:
+@pytest.mark.parametrize("model", ["hosted_vllm/stub", "openai/stub"])
+async def test_refused_connection_is_a_connection_error(model: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connections are refused
-        client = LiteLLMClient("hosted_vllm/stub", api_base=f"http://127.0.0.1:{port}/v1")
-        with pytest.raises(InfrastructureError) as info:
+        client = LiteLLMClient(model, api_base=f"http://127.0.0.1:{port}/v1", api_key="k")
+        with pytest.raises(ModelConnectionError) as info:
             await client.complete([{"role": "user", "content": "hi"}], params={}, timeout=5)
-    assert info.value.retryable
-    assert isinstance(info.value, ServerError | ModelConnectionError)
+    # litellm reports it as a 500 InternalServerError; rrr reads the cause, and no status.
+    assert info.value.retryable and info.value.status_code is None
+
+
+def test_missing_api_key_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, server: StubOpenAIServer
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    events: list[Any] = []
+    engine = Engine(
+        "openai/gpt-4o-mini", api_base=server.base_url, retry_policy=RetryPolicy(tries=4)
+    )
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY") as info:
+        engine.run_sync(math_task(), on_event=events.append)
+    assert not isinstance(info.value, InfrastructureError)
+    assert not [e for e in events if isinstance(e, TransportRetry)]  # never retried
+    assert server.requests == []  # nothing reached the server
+    # With the key given, the same engine reaches the server.
+    keyed = Engine("openai/gpt-4o-mini", api_base=server.base_url, api_key="sk-test")
+    assert keyed.run_sync(math_task()).first_try_passed
 
 
 def test_transport_retry_recovers_over_http(server: StubOpenAIServer) -> None:
@@ -122,3 +144,41 @@ def test_transport_retry_recovers_over_http(server: StubOpenAIServer) -> None:
     traj = engine.run_sync(math_task())
     assert traj.outcome is Outcome.PASSED_FIRST_TRY
     assert len(server.requests) == 3 and len(traj.attempts) == 1
+
+
+async def test_custom_providers_come_from_the_table() -> None:
+    from rrr_agent import ModelOutput
+    from rrr_agent._providers import BUILTIN_PROVIDERS, register_provider
+
+    assert set(BUILTIN_PROVIDERS) == {"local", "scripted"}
+    seen: list[str] = []
+
+    async def echo(
+        name: str, messages: list[dict[str, Any]], *, params: dict[str, Any], **_: Any
+    ) -> ModelOutput:
+        seen.append(name)
+        return ModelOutput(text=messages[-1]["content"].upper())
+
+    register_provider("echo", echo)
+    out = await LiteLLMClient("echo/loud").complete(
+        [{"role": "user", "content": "hi"}], params={}, timeout=5
+    )
+    assert out.text == "HI" and seen == ["loud"]
+
+
+def test_model_modules_do_not_import_each_other() -> None:
+    """_models knows no provider: local/ and scripted/ come from the table, not from imports."""
+    import ast
+    from pathlib import Path
+
+    import rrr_agent
+
+    src = Path(rrr_agent.__file__).parent / "_models.py"
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(src.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported and not imported & {"local", "_scripted"}
+    code = [ln for ln in src.read_text().splitlines() if not ln.strip().startswith("#")]
+    assert not [ln for ln in code if 'startswith("local/' in ln or 'startswith("scripted/' in ln]

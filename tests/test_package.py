@@ -57,6 +57,7 @@ def test_public_api_is_stable() -> None:
         "GroupFinished",
         "Hooks",
         "InfrastructureError",
+        "JsonlAppender",
         "LineProblem",
         "LiteLLMClient",
         "LogFileError",
@@ -115,7 +116,10 @@ def test_public_api_is_stable() -> None:
         "load_settings",
         "load_tasks",
         "read_trajectories",
+        "reflection_messages",
         "register_verifier",
+        "require_extra",
+        "retry_messages",
         "summarize",
     }
     assert set(rrr_agent.__all__) == expected
@@ -134,7 +138,7 @@ def test_error_tree() -> None:
 
 
 def test_missing_extra_message_names_the_extra() -> None:
-    from rrr_agent._extras import require_extra
+    from rrr_agent import require_extra
 
     with pytest.raises(ImportError, match=r"pip install 'rrr-agent\[train\]'"):
         require_extra("trl.definitely_not_here", "GRPO training")
@@ -173,3 +177,133 @@ def test_prompt_override_dir_and_versions(tmp_path: Path) -> None:
 def test_feedback_template_renders() -> None:
     prompt = PromptLibrary().get("feedback")
     assert "uses 7 twice" in prompt.render(feedback="uses 7 twice")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _private_runtime_imports(folder: Path) -> list[str]:
+    """``from rrr_agent._x import ...`` / ``import rrr_agent._x`` lines in a folder's modules."""
+    import ast
+
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "rrr_agent" and any(p.startswith("_") for p in parts[1:]):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
+    return found
+
+
+def test_trainer_and_tui_use_only_public_runtime_names() -> None:
+    checked = list((REPO / "trainer").rglob("*.py")) + list((REPO / "tui").rglob("*.py"))
+    assert len(checked) >= 8  # the scan really read the trainer's modules
+    assert _private_runtime_imports(REPO / "trainer") == []
+    assert _private_runtime_imports(REPO / "tui") == []
+
+
+def test_nothing_reads_a_folder_outside_the_project() -> None:
+    """The project carries its own data and docs: no code, test or build file points outside."""
+    needles = ("shared/data", "FIELD_NOTES", "../shared")
+    offenders = []
+    files = [p for ext in ("*.py", "*.toml", "*.md", "*.cfg") for p in REPO.rglob(ext)]
+    files += [REPO / "Makefile", REPO / ".ci" / "run"]
+    files = [p for p in files if ".venv" not in p.parts and ".git" not in p.parts]
+    assert len(files) > 50
+    for path in files:
+        if path.name == "test_package.py":
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        offenders += [f"{path.relative_to(REPO)}: {n}" for n in needles if n in text]
+    assert offenders == []
+
+
+#: Every task set and its record count (rrr_agent/data/SOURCES.md).
+TASKSET_COUNTS = {
+    "arithmetic-test": 300,
+    "bfcl-irrelevance": 240,
+    "bfcl-multiple": 200,
+    "bfcl-parallel": 200,
+    "bfcl-parallel_multiple": 200,
+    "bfcl-simple_java": 100,
+    "bfcl-simple_javascript": 50,
+    "bfcl-simple_python": 400,
+    "countdown-cd3": 256,
+    "countdown-test": 1024,
+    "countdown-train": 10240,
+    "countdown2-test": 400,
+    "countdown2-train": 2000,
+    "gsm8k-test": 1319,
+    "humaneval": 164,
+    "xlam-sample": 5,
+}
+
+
+@pytest.mark.slow
+def test_tasks_list_from_an_empty_folder_uses_the_packaged_data(tmp_path: Path) -> None:
+    """A fresh install knows every set with nothing beside it (no data folder, no RRR_DATASETS)."""
+    import json
+    import os
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "RRR_DATASETS"}
+    rrr = Path(sys.executable).with_name("rrr")
+    result = subprocess.run(
+        [str(rrr), "tasks", "list", "--json"],
+        cwd=empty, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["name"]: r["tasks"] for r in rows} == TASKSET_COUNTS
+    assert list(empty.iterdir()) == []  # nothing written to the working folder
+
+
+@pytest.mark.slow
+def test_built_wheel_ships_prompts_templates_and_data(tmp_path: Path) -> None:
+    """``pip wheel --no-deps .`` on the project's files holds every prompt, template and data
+    file, each upstream license and the SOURCES table."""
+    import shutil
+    import zipfile
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    src = tmp_path / "src"
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
+    out = tmp_path / "wheel"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = out.glob("rrr_agent-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        f"rrr_agent/data/{p.relative_to(REPO / 'rrr_agent' / 'data')}"
+        for p in (REPO / "rrr_agent" / "data").rglob("*")
+        if p.is_file()
+    }
+    expected |= {
+        f"rrr_prompts/{p.relative_to(REPO / 'prompts')}"
+        for p in (REPO / "prompts").rglob("*")
+        if p.is_file() and p.suffix in (".txt", ".jinja")
+    }
+    assert len(expected) > 30
+    assert expected <= names, sorted(expected - names)
+    for required in ("rrr_agent/data/SOURCES.md", "rrr_agent/data/bfcl/LICENSE",
+                     "rrr_agent/data/countdown/LICENSE", "rrr_agent/data/gsm8k/LICENSE",
+                     "rrr_agent/data/humaneval/LICENSE", "rrr_agent/data/xlam_sample/LICENSE.md",
+                     "rrr_prompts/templates/transcript.jinja", "rrr_agent/cli/__init__.py",
+                     "rrr_trainer/run.py"):  # fmt: skip
+        assert required in names, required

@@ -29,7 +29,7 @@ RRR = str(Path(sys.executable).with_name("rrr"))
 
 
 def test_two_lora_steps_on_the_embedded_model_then_served_by_vllm(tmp_path: Path) -> None:
-    from rrr_trainer.grpo import train
+    from rrr_trainer import train
 
     embedded.prepare()
     tasks = list(get_taskset("countdown2-train").load())[:6]

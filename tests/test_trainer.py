@@ -62,6 +62,9 @@ def config(tmp_path: Path, tiny: Path, **kw: Any) -> RRRTrainConfig:
         retry_temperature=1.0, holdout_fraction=0.0, save_steps=1, learning_rate=1e-2,
         merge=True, seed=3,
     )  # fmt: skip
+    if kw.get("mode") == "offline":  # offline mode refuses the settings of online generation
+        for name in RRRTrainConfig.ONLINE_ONLY:
+            values.pop(name, None)
     values.update(kw)
     return RRRTrainConfig(**values)
 
@@ -236,7 +239,7 @@ def test_only_reflection_tokens_carry_gradient(tmp_path: Path, tiny: Path) -> No
 
 def test_checkpoints_save_reload_and_resume(tmp_path: Path, tiny: Path) -> None:
     from peft import PeftModel
-    from rrr_trainer.grpo import train as run_training
+    from rrr_trainer import train as run_training
     from transformers import AutoModelForCausalLM
 
     log = failures_log(tmp_path)
@@ -269,7 +272,7 @@ def test_checkpoints_save_reload_and_resume(tmp_path: Path, tiny: Path) -> None:
 
 
 def test_no_failures_is_a_clear_error(tmp_path: Path, tiny: Path) -> None:
-    from rrr_trainer.grpo import train as run_training
+    from rrr_trainer import train as run_training
 
     from rrr_agent import DataError
 
@@ -314,7 +317,7 @@ def test_group_advantages() -> None:
 
 
 def test_offline_training_on_logged_groups(tmp_path: Path, tiny: Path) -> None:
-    from rrr_trainer.grpo import train as run_training
+    from rrr_trainer import train as run_training
 
     log = groups_log(tmp_path)
     train, _, _ = build_failure_set([log], holdout_fraction=0.0)
@@ -340,7 +343,7 @@ def test_offline_training_on_logged_groups(tmp_path: Path, tiny: Path) -> None:
 
 
 def test_offline_uses_logged_logprobs_for_the_ratio(tmp_path: Path, tiny: Path) -> None:
-    from rrr_trainer.grpo import train as run_training
+    from rrr_trainer import train as run_training
     from transformers import AutoTokenizer
 
     log = groups_log(tmp_path, n_tasks=1)
@@ -356,8 +359,41 @@ def test_offline_uses_logged_logprobs_for_the_ratio(tmp_path: Path, tiny: Path) 
     assert row["importance_corrected"] == 1.0
 
 
+def test_offline_accumulates_gradients_and_keeps_save_total_limit(
+    tmp_path: Path, tiny: Path
+) -> None:
+    from rrr_trainer import train as run_training
+
+    log = groups_log(tmp_path)
+    cfg = config(tmp_path, tiny, mode="offline", max_steps=3, per_device_train_batch_size=4,
+                 gradient_accumulation_steps=2, save_total_limit=2)  # fmt: skip
+    result = run_training(cfg, [log])
+    assert result.steps == 3
+    kept = sorted(p.name for p in Path(cfg.output_dir).glob("checkpoint-*"))
+    assert kept == ["checkpoint-2", "checkpoint-3"]  # save_steps=1, the oldest pruned
+    # --fresh (resume=False) starts over instead of continuing from checkpoint-3.
+    again = run_training(cfg, [log], resume=False)
+    assert again.steps == 3
+    metrics = (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in metrics] == [1, 2, 3, 1, 2, 3]
+
+
+def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        RRRTrainConfig.from_sources(None, mode="offline", loss_type="grpo",
+                                    gradient_checkpointing=True)  # fmt: skip
+    assert "loss_type" in str(info.value) and "gradient_checkpointing" in str(info.value)
+    with pytest.raises(ConfigError, match="retry_temperature"):
+        config(tmp_path, tiny, mode="offline", retry_temperature=0.7).validate()
+    # The same settings are fine online, and an offline config without them validates.
+    RRRTrainConfig.from_sources(None, mode="online", loss_type="grpo", gradient_checkpointing=True)
+    config(tmp_path, tiny, mode="offline").validate()
+    with pytest.raises(ConfigError, match="mode must be"):
+        RRRTrainConfig.from_sources(None, mode="sideways")
+
+
 def test_offline_without_groups_is_a_clear_error(tmp_path: Path, tiny: Path) -> None:
-    from rrr_trainer.grpo import train as run_training
+    from rrr_trainer import train as run_training
 
     from rrr_agent import DataError
 

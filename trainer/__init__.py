@@ -27,7 +27,7 @@ __all__ = [
 
 
 def train(*args: Any, **kwargs: Any) -> Any:
-    """See :func:`rrr_trainer.grpo.train` (imported lazily: it loads torch)."""
-    from .grpo import train as _train
+    """See :func:`rrr_trainer.run.train` (imported lazily: training loads torch)."""
+    from .run import train as _train
 
     return _train(*args, **kwargs)

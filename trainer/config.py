@@ -84,12 +84,40 @@ class RRRTrainConfig:
     merge: bool = _f(True, "With LoRA, also write merged full weights that vLLM loads directly.")
     threads: int | None = _f(None, "torch threads on CPU (default: all cores).")
 
+    #: Settings only online mode reads (offline mode never generates and uses its own loss, which
+    #: is the token-level "dapo" mean). An offline config that changes one is refused.
+    ONLINE_ONLY = (
+        "loss_type",
+        "gradient_checkpointing",
+        "use_vllm",
+        "vllm_mode",
+        "reflection_temperature",
+        "max_retry_tokens",
+        "retry_temperature",
+    )
+
     def resolved_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
         return 2e-5 if self.use_lora else 5e-7
 
     def validate(self) -> None:
+        if self.mode not in ("online", "offline"):
+            raise ConfigError(f"mode must be 'online' or 'offline', not {self.mode!r}")
+        if self.mode == "offline":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            ignored = [n for n in self.ONLINE_ONLY if getattr(self, n) != defaults[n]]
+            if ignored:
+                raise ConfigError(
+                    "offline mode does not use "
+                    + ", ".join(f"{n} (set to {getattr(self, n)!r})" for n in ignored)
+                    + ": it trains on logged reflections without generating, with the token-level "
+                    "'dapo' loss; remove these settings or use mode = 'online'"
+                )
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError("gradient_accumulation_steps must be at least 1")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError("save_total_limit must be at least 1 (or unset: keep all)")
         if self.num_generations < 2:
             raise ConfigError("num_generations must be at least 2 (GRPO compares within a group)")
         if self.per_device_train_batch_size % self.num_generations:

@@ -26,8 +26,8 @@ from rrr_agent import (
     VerifierSpecError,
     build_verifier,
     read_trajectories,
+    reflection_messages,
 )
-from rrr_agent._conversation import reflection_messages
 
 __all__ = ["DataReport", "FailureExample", "build_failure_set", "split_of"]
 

@@ -16,50 +16,35 @@ on it.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rrr_agent import ConfigError, DataError, ModelOutput, Task, build_verifier
-from rrr_agent._extras import require_extra
-from rrr_agent._store import JsonlAppender
+from rrr_agent import (
+    ConfigError,
+    JsonlAppender,
+    ModelOutput,
+    Reflection,
+    Task,
+    build_verifier,
+    require_extra,
+    retry_messages,
+)
 
 from .config import RRRTrainConfig
-from .data import DataReport, FailureExample, build_failure_set
+from .data import FailureExample
+from .policy import (
+    ProgressHook,
+    TrainedPolicy,
+    load_policy,
+    lora_config,
+    reflection_eos_ids,
+    resolve_model_path,
+)
 
-__all__ = ["RetryReward", "TrainResult", "load_policy", "reflection_eos_ids", "train"]
-
-
-def _torch_env(threads: int | None) -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    torch = require_extra("torch", "training")
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def resolve_model_path(model: str) -> Path:
-    from rrr_agent import embedded
-
-    if model in (embedded.EMBEDDED_MODEL, embedded.EMBEDDED_MODEL_STRING):
-        return embedded.prepare()
-    path = Path(model).expanduser()
-    if not (path / "config.json").is_file():
-        raise DataError(f"model {model!r} is neither 'gemma-3-270m' nor a checkpoint folder")
-    return path.resolve()
-
-
-def uses_transcript_template(tokenizer: Any) -> bool:
-    from rrr_agent.embedded import is_transcript_template
-
-    return is_transcript_template(tokenizer.chat_template)
+__all__ = ["RetryReward", "build_trainer", "shared_template_kwargs", "train_online"]
 
 
 def shared_template_kwargs(examples: list[FailureExample]) -> dict[str, Any]:
@@ -74,46 +59,8 @@ def shared_template_kwargs(examples: list[FailureExample]) -> dict[str, Any]:
     return json.loads(found.pop()) if found else {}
 
 
-def reflection_eos_ids(tokenizer: Any, base_eos: list[int], policy: str) -> list[int]:
-    """The token ids that end a reflection (and a retry) during training."""
-    ids = list(base_eos)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.insert(0, tokenizer.eos_token_id)
-    newline = policy == "newline" or (policy == "auto" and uses_transcript_template(tokenizer))
-    if newline:
-        vocab_size = len(tokenizer)
-        ids += [i for i in range(vocab_size) if i not in ids and "\n" in tokenizer.decode([i])]
-    return ids
-
-
-def load_policy(path: Path, config: RRRTrainConfig) -> tuple[Any, Any, list[int]]:
-    """(model, tokenizer, original eos ids) for training."""
-    torch = require_extra("torch", "training")
-    transformers = require_extra("transformers", "training")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    from rrr_agent.embedded import use_shipped_transcript
-
-    use_shipped_transcript(tokenizer)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    eos = model.generation_config.eos_token_id
-    original = [eos] if isinstance(eos, int) else list(eos or [])
-    return model, tokenizer, original
-
-
-def _verify(task: Task, text: str) -> bool:
-    verifier = build_verifier(task.verifier)
-    result: Any = verifier.verify(ModelOutput(text=text), task)
-    if inspect.isawaitable(result):
-
-        async def wait() -> Any:
-            return await result
-
-        result = asyncio.run(wait())
-    return bool(result.passed)
+def _passes(task: Task, text: str) -> bool:
+    return build_verifier(task.verifier).judge_sync(ModelOutput(text=text), task).passed
 
 
 @dataclass
@@ -204,16 +151,17 @@ class RetryReward:
         reflections = [
             (c[-1]["content"] if isinstance(c, list) else str(c)).strip() for c in completions
         ]
+        # The retry turn, built by the engine's own conversation function.
         conversations = [
-            [*p, {"role": "assistant", "content": r}, {"role": "user", "content": ri}]
+            retry_messages(p, Reflection(text=r), ri)
             for p, r, ri in zip(prompts, reflections, retry_instruction, strict=True)
         ]
         kwargs = [json.loads(k) for k in template_kwargs] if template_kwargs else None
         retries = self.generate_retries(conversations, kwargs)
         tasks = [Task.model_validate_json(t) for t in task]
-        rewards = [1.0 if _verify(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
+        rewards = [1.0 if _passes(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
         # Does the reflection already hold a full answer (the retry then only copies it)?
-        holds_answer = [_verify(t, r) for t, r in zip(tasks, reflections, strict=True)]
+        holds_answer = [_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
         self.last = [
             {"reflection": f, "retry": r, "reward": w}
             for f, r, w in zip(reflections, retries, rewards, strict=True)
@@ -225,22 +173,6 @@ class RetryReward:
             log_metric("rrr/reflection_holds_answer", sum(holds_answer) / n)
             log_metric("rrr/retry_chars", sum(len(r) for r in retries) / n)
         return rewards
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    adapter_dir: Path | None
-    merged_dir: Path | None
-    metrics_path: Path
-    plot_path: Path | None
-    report: DataReport
-    steps: int
-    seconds: float
-
-
-#: ``progress(step, total_steps, latest_metrics)``, called after every optimizer step.
-ProgressHook = Callable[[int, int, dict[str, Any]], None]
 
 
 def _metrics_callback(path: Path, progress: ProgressHook | None = None) -> Any:
@@ -318,16 +250,7 @@ def build_trainer(
     model, tokenizer, original_eos = load_policy(model_path, config)
     stop_ids = reflection_eos_ids(tokenizer, original_eos, config.reflection_stop)
     model.generation_config.eos_token_id = stop_ids  # TRL cuts completions at these ids
-    peft_config = None
-    if config.use_lora:
-        peft = require_extra("peft", "LoRA training")
-        peft_config = peft.LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
+    peft_config = lora_config(config)
     template_kwargs = shared_template_kwargs(examples)
     dataset = datasets.Dataset.from_list([e.row() for e in examples])
     reward = RetryReward(
@@ -359,59 +282,19 @@ def build_trainer(
     return trainer, reward, tokenizer, original_eos
 
 
-def train(
+def train_online(
     config: RRRTrainConfig,
-    data: list[str | Path],
+    examples: list[FailureExample],
+    output_dir: Path,
     *,
     resume: bool = True,
     progress: ProgressHook | None = None,
-) -> TrainResult:
-    """Build the failure set from ``data`` logs, train, and export the result."""
-    _torch_env(config.threads)
+) -> TrainedPolicy:
+    """Online mode (the paper): GRPO with the retry generated inside the reward."""
     transformers = require_extra("transformers", "training")
-    started = time.perf_counter()
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    train_set, heldout, report = build_failure_set(
-        data, holdout_fraction=config.holdout_fraction, max_examples=config.max_examples
-    )
-    (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    if not train_set:
-        raise DataError(
-            f"no trainable failures in {', '.join(map(str, data))}: {report.to_dict()['skipped']}"
-        )
-    (output_dir / "heldout.jsonl").write_text(
-        "".join(json.dumps({"task": json.loads(e.task_json)}) + "\n" for e in heldout)
-    )
-    (output_dir / "rrr_train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    if config.mode != "online":
-        from .offline import train_offline
-
-        offline: TrainResult = train_offline(
-            config, train_set, report, output_dir, started, progress=progress
-        )
-        return offline
     trainer, _reward, tokenizer, original_eos = build_trainer(
-        config, train_set, output_dir, progress
+        config, examples, output_dir, progress
     )
     last = transformers.trainer_utils.get_last_checkpoint(str(output_dir)) if resume else None
     trainer.train(resume_from_checkpoint=last)
-    from .export import export_model
-
-    adapter_dir, merged_dir = export_model(
-        trainer.model, tokenizer, output_dir, config, original_eos, report, trainer.state
-    )
-    from .plots import plot_metrics
-
-    metrics = output_dir / "metrics.jsonl"
-    plot = plot_metrics(metrics, output_dir / "metrics.png")
-    return TrainResult(
-        output_dir=output_dir,
-        adapter_dir=adapter_dir,
-        merged_dir=merged_dir,
-        metrics_path=metrics,
-        plot_path=plot,
-        report=report,
-        steps=int(trainer.state.global_step),
-        seconds=time.perf_counter() - started,
-    )
+    return TrainedPolicy(trainer.model, tokenizer, original_eos, trainer.state)

@@ -20,6 +20,7 @@ from rrr_agent import (
     LoopOptions,
     ModelClient,
     SamplingParams,
+    Settings,
     Task,
     Trajectory,
     TrajectoryStore,
@@ -51,23 +52,30 @@ class MineReport:
 
 def mine_failures(
     tasks: Sequence[Task],
-    model: str | ModelClient,
+    model: str | ModelClient | None,
     out: str | Path,
     *,
+    settings: Settings | None = None,
     samples: int = 8,
     keep_per_task: int = 4,
     temperature: float = 1.0,
     max_tokens: int | None = None,
     concurrency: int = 16,
-    api_base: str | None = None,
     on_result: Callable[[], None] | None = None,
+    on_prepare: Callable[[str], None] | None = None,
 ) -> MineReport:
-    """Sample first attempts and append kept failures to ``out`` (a trajectory log)."""
-    engine = Engine(
-        model,
+    """Sample first attempts and append kept failures to ``out`` (a trajectory log).
+
+    The engine comes from :meth:`Engine.from_settings` (``model`` None: the settings' model, else
+    the embedded one); only the kept failures are logged, to ``out``.
+    """
+    engine = Engine.from_settings(
+        settings,
+        model=model,
         options=LoopOptions(max_retries=0),
         sampling=SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=None),
-        api_base=api_base,
+        log=False,
+        on_prepare=on_prepare,
     )
     store = TrajectoryStore(out)
     report = MineReport(tasks=len(tasks))

@@ -22,18 +22,25 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from rrr_agent import DataError
-from rrr_agent._extras import require_extra
-from rrr_agent._store import JsonlAppender
+from rrr_agent import DataError, JsonlAppender, require_extra
 
 from .config import RRRTrainConfig
-from .data import DataReport, FailureExample
+from .data import FailureExample
+from .policy import (
+    ProgressHook,
+    TrainedPolicy,
+    load_policy,
+    lora_config,
+    reflection_end_token,
+    resolve_model_path,
+)
 
 __all__ = ["OfflineGroup", "group_advantages", "train_offline"]
 
@@ -89,19 +96,60 @@ def _sequence_logps(model: Any, input_ids: Any, attention_mask: Any, completion_
     return logps * completion_mask[:, 1:]
 
 
+def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
+    """Keep the newest ``keep`` checkpoint folders (``save_total_limit``, as TRL's Trainer does)."""
+    if keep is None:
+        return
+    ckpts = sorted(
+        (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for old in ckpts[: max(0, len(ckpts) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _batch_tensors(
+    batch: list[OfflineGroup], tokenizer: Any, config: RRRTrainConfig, end_token: int
+) -> tuple[Any, Any, Any, list[float], list[list[float] | None]]:
+    """Left-padded (ids, attention, completion mask), advantages and logged log-probs."""
+    torch = require_extra("torch", "training")
+    rows, advantages, old = [], [], []
+    for g in batch:
+        prompt = tokenizer.apply_chat_template(
+            g.prompt, tokenize=False, add_generation_prompt=True, **g.chat_template_kwargs
+        )
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        for text, adv, lp in zip(g.reflections, group_advantages(g.rewards), g.logprobs,
+                                 strict=True):  # fmt: skip
+            comp = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
+            comp = [*comp[: config.max_reflection_tokens], end_token]
+            rows.append((prompt_ids, comp))
+            advantages.append(adv)
+            n = len(comp) - 1  # reflection tokens (the end token has no logged log-prob)
+            old.append(lp[:n] if lp is not None and len(lp) >= n else None)
+    width = max(len(p) + len(c) for p, c in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    cmask = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, (p, c) in enumerate(rows):  # left padding
+        seq = p + c
+        ids[i, width - len(seq) :] = torch.tensor(seq)
+        attn[i, width - len(seq) :] = 1
+        cmask[i, width - len(c) :] = 1.0
+    return ids, attn, cmask, advantages, old
+
+
 def train_offline(
     config: RRRTrainConfig,
     examples: list[FailureExample],
-    report: DataReport,
     output_dir: Path,
-    started: float,
-    progress: Any = None,
-) -> Any:
+    *,
+    resume: bool = True,
+    progress: ProgressHook | None = None,
+) -> TrainedPolicy:
+    """Offline mode: GRPO on the logged groups; resumes from the last checkpoint when asked."""
     torch = require_extra("torch", "training")
     transformers = require_extra("transformers", "training")
-    from .export import export_model
-    from .grpo import TrainResult, load_policy, resolve_model_path, uses_transcript_template
-    from .plots import plot_metrics
 
     groups, skipped = _groups(examples)
     (output_dir / "offline_groups.json").write_text(
@@ -114,46 +162,34 @@ def train_offline(
         )
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    model, tokenizer, original_eos = load_policy(resolve_model_path(config.model), config)
-    # The token that ends a reflection, as in online mode: a newline for transcript-template base
-    # models (and reflection_stop="newline"), else the end-of-turn token.
-    newline = config.reflection_stop == "newline" or (
-        config.reflection_stop == "auto" and uses_transcript_template(tokenizer)
-    )
-    end_token = (
-        tokenizer("\n", add_special_tokens=False).input_ids[-1]
-        if newline
-        else (original_eos[0] if original_eos else tokenizer.eos_token_id)
-    )
-    if config.use_lora:
+    model_path = resolve_model_path(config.model)
+    model, tokenizer, original_eos = load_policy(model_path, config)
+    end_token = reflection_end_token(tokenizer, original_eos, config.reflection_stop)
+    peft_config = lora_config(config)
+    if peft_config is not None:
         peft = require_extra("peft", "LoRA training")
-        model = peft.get_peft_model(
-            model,
-            peft.LoraConfig(
-                r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM",
-            ),
-        )  # fmt: skip
+        model = peft.get_peft_model(model, peft_config)
         reference = None  # the adapter disabled is the reference
     else:
         reference = transformers.AutoModelForCausalLM.from_pretrained(
-            str(resolve_model_path(config.model)), dtype=next(model.parameters()).dtype
+            str(model_path), dtype=next(model.parameters()).dtype
         ).eval()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.resolved_learning_rate())
+    accumulate = config.gradient_accumulation_steps
+    groups_per_micro = max(1, config.per_device_train_batch_size // config.num_generations)
     steps = config.max_steps if config.max_steps > 0 else math.ceil(
-        len(groups) * config.num_train_epochs * config.num_generations
-        / config.per_device_train_batch_size
+        len(groups) * config.num_train_epochs / (groups_per_micro * accumulate)
     )  # fmt: skip
     scheduler = transformers.get_scheduler(
         config.lr_scheduler_type, optimizer,
         num_warmup_steps=int(config.warmup_ratio * steps), num_training_steps=steps,
     )  # fmt: skip
     step = 0
-    last = transformers.trainer_utils.get_last_checkpoint(str(output_dir))
+    last = transformers.trainer_utils.get_last_checkpoint(str(output_dir)) if resume else None
     if last is not None:
         state = torch.load(Path(last) / "offline_state.pt", weights_only=False)
-        if config.use_lora:
+        if peft_config is not None:
             peft = require_extra("peft", "LoRA training")
             peft.set_peft_model_state_dict(model, state["model"])
         else:
@@ -164,56 +200,40 @@ def train_offline(
         rng.setstate(state["rng"])
     metrics = JsonlAppender(output_dir / "metrics.jsonl")
     log_history: list[dict[str, Any]] = []
-    groups_per_step = max(1, config.per_device_train_batch_size // config.num_generations)
     model.train()
     while step < steps:
-        batch = [rng.choice(groups) for _ in range(groups_per_step)]
-        rows, advantages, old = [], [], []
-        for g in batch:
-            prompt = tokenizer.apply_chat_template(
-                g.prompt, tokenize=False, add_generation_prompt=True, **g.chat_template_kwargs
-            )
-            prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-            for text, adv, lp in zip(g.reflections, group_advantages(g.rewards), g.logprobs,
-                                     strict=True):  # fmt: skip
-                comp = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
-                comp = [*comp[: config.max_reflection_tokens], end_token]
-                rows.append((prompt_ids, comp))
-                advantages.append(adv)
-                n = len(comp) - 1  # reflection tokens (the end token has no logged log-prob)
-                old.append(lp[:n] if lp is not None and len(lp) >= n else None)
-        width = max(len(p) + len(c) for p, c in rows)
-        pad = tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        cmask = torch.zeros((len(rows), width), dtype=torch.float32)
-        for i, (p, c) in enumerate(rows):  # left padding
-            seq = p + c
-            ids[i, width - len(seq) :] = torch.tensor(seq)
-            attn[i, width - len(seq) :] = 1
-            cmask[i, width - len(c) :] = 1.0
-        logps = _sequence_logps(model, ids, attn, cmask)
-        mask = cmask[:, 1:]
-        adv = torch.tensor(advantages).unsqueeze(1)
-        old_logps = logps.detach().clone()
-        for i, lp in enumerate(old):
-            if lp is not None:
-                positions = mask[i].nonzero().squeeze(-1)[: len(lp)]
-                old_logps[i, positions] = torch.tensor(lp, dtype=old_logps.dtype)
-        ratio = torch.exp(logps - old_logps)
-        surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - EPSILON, 1 + EPSILON) * adv)
-        with torch.no_grad():
-            if reference is None:
-                with model.disable_adapter():
-                    ref_logps = _sequence_logps(model, ids, attn, cmask)
-            else:
-                ref_logps = _sequence_logps(reference, ids, attn, cmask)
-        delta = ref_logps - logps
-        kl = torch.exp(delta) - delta - 1
-        per_token = -(surrogate - config.beta * kl)
-        loss = (per_token * mask).sum() / mask.sum()
         optimizer.zero_grad()
-        loss.backward()
+        seen: list[OfflineGroup] = []
+        losses, kls, corrected = [], [], []
+        for _ in range(accumulate):  # gradient accumulation: one update per `accumulate` batches
+            batch = [rng.choice(groups) for _ in range(groups_per_micro)]
+            seen += batch
+            ids, attn, cmask, advantages, old = _batch_tensors(batch, tokenizer, config, end_token)
+            logps = _sequence_logps(model, ids, attn, cmask)
+            mask = cmask[:, 1:]
+            adv = torch.tensor(advantages).unsqueeze(1)
+            old_logps = logps.detach().clone()
+            for i, lp in enumerate(old):
+                if lp is not None:
+                    positions = mask[i].nonzero().squeeze(-1)[: len(lp)]
+                    old_logps[i, positions] = torch.tensor(lp, dtype=old_logps.dtype)
+            ratio = torch.exp(logps - old_logps)
+            surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - EPSILON, 1 + EPSILON) * adv)
+            with torch.no_grad():
+                if reference is None:
+                    with model.disable_adapter():
+                        ref_logps = _sequence_logps(model, ids, attn, cmask)
+                else:
+                    ref_logps = _sequence_logps(reference, ids, attn, cmask)
+            delta = ref_logps - logps
+            kl = torch.exp(delta) - delta - 1
+            per_token = -(surrogate - config.beta * kl)
+            # Token-level mean over the batch: the "dapo" loss, TRL's default loss_type.
+            loss = (per_token * mask).sum() / mask.sum()
+            (loss / accumulate).backward()
+            losses.append(float(loss.detach()))
+            kls.append(float((kl * mask).sum() / mask.sum()))
+            corrected += [o is not None for o in old]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -221,17 +241,17 @@ def train_offline(
         row = {
             "step": step,
             "time": time.time(),
-            "loss": float(loss.detach()),
+            "loss": sum(losses) / len(losses),
             "grad_norm": grad_norm,
-            "kl": float((kl * mask).sum() / mask.sum()),
-            "reward": sum(sum(g.rewards) / len(g.rewards) for g in batch) / len(batch),
-            "rrr/retry_success": sum(sum(g.rewards) for g in batch)
-            / sum(len(g.rewards) for g in batch),
-            "rrr/reflection_chars": sum(len(r) for g in batch for r in g.reflections)
-            / sum(len(g.reflections) for g in batch),
+            "kl": sum(kls) / len(kls),
+            "reward": sum(sum(g.rewards) / len(g.rewards) for g in seen) / len(seen),
+            "rrr/retry_success": sum(sum(g.rewards) for g in seen)
+            / sum(len(g.rewards) for g in seen),
+            "rrr/reflection_chars": sum(len(r) for g in seen for r in g.reflections)
+            / sum(len(g.reflections) for g in seen),
             "frac_reward_zero_std": 0.0,  # such groups were filtered out before training
             "learning_rate": scheduler.get_last_lr()[0],
-            "importance_corrected": sum(o is not None for o in old) / len(old),
+            "importance_corrected": sum(corrected) / len(corrected),
         }
         metrics.append(row)
         log_history.append(row)
@@ -240,7 +260,7 @@ def train_offline(
         if step % config.save_steps == 0 or step == steps:
             ckpt = output_dir / f"checkpoint-{step}"
             ckpt.mkdir(parents=True, exist_ok=True)
-            if config.use_lora:
+            if peft_config is not None:
                 peft = require_extra("peft", "LoRA training")
                 model_state = peft.get_peft_model_state_dict(model)
             else:
@@ -252,13 +272,6 @@ def train_offline(
             )  # fmt: skip
             trainer_state = {"global_step": step, "log_history": log_history}
             (ckpt / "trainer_state.json").write_text(json.dumps(trainer_state))
+            _prune_checkpoints(output_dir, config.save_total_limit)
     state = SimpleNamespace(global_step=step, log_history=log_history)
-    adapter_dir, merged_dir = export_model(
-        model, tokenizer, output_dir, config, original_eos, report, state
-    )
-    plot = plot_metrics(output_dir / "metrics.jsonl", output_dir / "metrics.png")
-    return TrainResult(
-        output_dir=output_dir, adapter_dir=adapter_dir, merged_dir=merged_dir,
-        metrics_path=output_dir / "metrics.jsonl", plot_path=plot, report=report, steps=step,
-        seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    return TrainedPolicy(model, tokenizer, original_eos, state)

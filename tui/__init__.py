@@ -3,6 +3,6 @@
 Needs the ``tui`` extra (textual). It subscribes to the engine's events and has no loop of its own.
 """
 
-from rrr_agent._extras import require_extra
+from rrr_agent import require_extra
 
 __all__ = ["require_extra"]

@@ -4,8 +4,8 @@ Each public module of this package registers its sets with :func:`register_tasks
 automatic, so a new data set is one new module. ``rrr tasks list`` and ``rrr tasks export NAME``
 use this registry.
 
-Data sets are read from :func:`datasets_root`: ``$RRR_DATASETS``, else the first ``shared/data``
-folder found beside or above the working directory.
+Data sets are read from :func:`datasets_root`: ``$RRR_DATASETS``, else the data that ships inside
+the package (``rrr_agent/data``; its ``SOURCES.md`` names every upstream file, commit and license).
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from pathlib import Path
 from .._errors import DataError
 from .._types import Task
 
-__all__ = ["GENERATED", "TaskSet", "datasets_root", "get_taskset", "register_taskset", "tasksets"]
+__all__ = [
+    "GENERATED",
+    "PACKAGED_DATA",
+    "TaskSet",
+    "datasets_root",
+    "get_taskset",
+    "register_taskset",
+    "tasksets",
+]
 
 Loader = Callable[[Path], Iterator[Task]]
 
@@ -35,6 +43,14 @@ class TaskSet:
     family: str  # task family of its tasks (selects the reflection prompt)
     source: str  # path under the datasets root it reads, for messages and `rrr tasks list`
     loader: Loader
+
+    @property
+    def generated(self) -> bool:
+        return self.source == GENERATED
+
+    def count(self, root: Path | None = None) -> int:
+        """How many tasks the set holds (reads the data once)."""
+        return sum(1 for _ in self.load(root))
 
     def load(self, root: Path | None = None) -> Iterator[Task]:
         if self.source == GENERATED:
@@ -86,16 +102,16 @@ def get_taskset(name: str) -> TaskSet:
     return sets[name]
 
 
+#: The data that ships with the package (package data; see its SOURCES.md).
+PACKAGED_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
 def datasets_root() -> Path:
-    """``$RRR_DATASETS``, else the nearest ``shared/data`` beside or above the working dir."""
+    """``$RRR_DATASETS`` when set, else the data packaged with rrr."""
     env = os.environ.get("RRR_DATASETS")
     if env:
-        return Path(env).expanduser()
-    here = Path.cwd().resolve()
-    for base in (here, *here.parents):
-        for candidate in (base / "shared" / "data", base.parent / "shared" / "data"):
-            if candidate.is_dir():
-                return candidate
-    raise DataError(
-        "no data sets found: set RRR_DATASETS to the folder holding bfcl/, countdown/, gsm8k/, ..."
-    )
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise DataError(f"RRR_DATASETS names {root}, which is not a folder", path=root)
+        return root
+    return PACKAGED_DATA

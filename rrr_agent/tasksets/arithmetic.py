@@ -1,11 +1,10 @@
 """Two-digit ± one-digit arithmetic in few-shot blocks: a skill the embedded base model partly has.
 
-FIELD_NOTES measured gemma-3-270m at ~36 % greedy on this kind of sum. It is the forgetting probe
-of the learning experiment: training on Countdown reflections must not break a neighbouring skill
-the base model can do (BFCL and GSM8K are near 0 % for it, so they cannot show forgetting).
-Rendered like ``countdown2``: the worked blocks sit in the system message and
-``chat_template_kwargs={"style": "completion"}`` drops role prefixes for base models.
-"""
+docs/platform-notes.md measures gemma-3-270m at ~36 % greedy on this kind of sum. It is the
+forgetting probe of the learning experiment: training on Countdown reflections must not break a
+neighbouring skill the base model can do (BFCL and GSM8K are near 0 % for it, so they cannot show
+forgetting). Rendered like ``countdown2``: the worked blocks sit in the system message and
+``chat_template_kwargs={"style": "completion"}`` drops role prefixes for base models."""
 
 from __future__ import annotations
 

@@ -23,12 +23,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._errors import DataError
-from .._types import Message, Task, VerifierSpec
+from .._errors import DataError, VerifierSpecError
+from .._types import FunctionCall, Message, ModelOutput, Task, ToolCall, VerifierSpec
+from ..verifiers import build_verifier
 from ..verifiers.bfcl_ast import openai_tool_name
 from . import register_taskset
 
-__all__ = ["BFCL_CATEGORIES", "bfcl_tasks", "bfcl_to_openai_tool", "load_bfcl_jsonl"]
+__all__ = [
+    "BFCL_CATEGORIES",
+    "bfcl_tasks",
+    "bfcl_to_openai_tool",
+    "load_bfcl_jsonl",
+    "prediction_output",
+    "score_predictions",
+]
 
 #: BFCL category → (verifier category, language, record count in v4).
 BFCL_CATEGORIES: dict[str, tuple[str, str, int]] = {
@@ -150,6 +158,22 @@ def _messages(record: dict[str, Any], path: Path, lineno: int) -> list[Message]:
         raise DataError(f"bad question message: {exc}", path=path, line=lineno) from None
 
 
+def _spec(
+    category: str, functions: list[dict[str, Any]], ground_truth: list[dict[str, Any]] | None
+) -> VerifierSpec:
+    """The ``bfcl`` verifier spec of one record (no ground truth for irrelevance)."""
+    verifier_category, language, _ = BFCL_CATEGORIES[category]
+    spec: dict[str, Any] = {
+        "type": "bfcl",
+        "category": verifier_category,
+        "functions": functions,
+        "language": language,
+    }
+    if verifier_category != "irrelevance":
+        spec["ground_truth"] = ground_truth
+    return VerifierSpec(**spec)
+
+
 def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
     """The tasks of one BFCL category, read from ``root / "bfcl"``."""
     verifier_category, language, _ = BFCL_CATEGORIES[category]
@@ -167,18 +191,9 @@ def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
         functions = record.get("function")
         if not isinstance(functions, list) or not functions:
             raise DataError("'function' must be a non-empty list", path=qpath, line=lineno)
-        spec: dict[str, Any] = {
-            "type": "bfcl",
-            "category": verifier_category,
-            "functions": functions,
-            "language": language,
-        }
-        if verifier_category != "irrelevance":
-            if record["id"] not in answers:
-                raise DataError(
-                    f"no answer for {record['id']!r} in {apath}", path=qpath, line=lineno
-                )
-            spec["ground_truth"] = answers[record["id"]]
+        if verifier_category != "irrelevance" and record["id"] not in answers:
+            raise DataError(f"no answer for {record['id']!r} in {apath}", path=qpath, line=lineno)
+        spec = _spec(category, functions, answers.get(record["id"]))
         try:
             tools = [bfcl_to_openai_tool(f, language) for f in functions]
         except (KeyError, TypeError, AttributeError) as exc:
@@ -189,7 +204,7 @@ def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
             family="tool_call",
             messages=_messages(record, qpath, lineno),
             tools=tools,
-            verifier=VerifierSpec(**spec),
+            verifier=spec,
             metadata={
                 "source": "bfcl-v4",
                 "bfcl_category": category,
@@ -197,6 +212,110 @@ def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
                 "tool_names": names,
             },
         )
+
+
+def prediction_output(result: Any, where: str) -> ModelOutput:
+    """A BFCL prediction (Python-call text, or a list of ``{name: {args}}``) as a model output."""
+    if isinstance(result, str):
+        return ModelOutput(text=result)
+    if isinstance(result, list):
+        calls = []
+        for i, item in enumerate(result):
+            if not isinstance(item, dict) or len(item) != 1:
+                raise ValueError(f"{where}: result[{i}] must be an object {{name: {{args}}}}")
+            name, args = next(iter(item.items()))
+            text = args if isinstance(args, str) else json.dumps(args)
+            calls.append(
+                ToolCall(id=f"call_{i}", function=FunctionCall(name=str(name), arguments=text))
+            )
+        return ModelOutput(tool_calls=calls) if calls else ModelOutput(text="[]")
+    raise ValueError(f"{where}: 'result' must be a string or a list of {{name: {{args}}}}")
+
+
+def score_predictions(
+    questions: Path,
+    answers: Path | None,
+    predictions: Path,
+    category: str | None = None,
+) -> list[dict[str, Any]]:
+    """Judge a BFCL prediction file the way BFCL's AST checker does: one row per question, in
+    question order (``id``, ``category``, ``valid``, ``error_type``, ``feedback``).
+
+    Raises :class:`DataError` (with path and line) for unreadable or malformed files, unknown
+    categories, predictions for unknown ids, duplicate ids, or questions without an answer.
+    """
+
+    def category_of(qid: str, path: Path, line: int) -> str:
+        name = category or qid.rsplit("_", 1)[0]
+        if name not in BFCL_CATEGORIES:
+            known = ", ".join(BFCL_CATEGORIES)
+            raise DataError(
+                f"cannot tell the BFCL category of {qid!r} (got {name!r}; known: {known}); "
+                "pass --category",
+                path=path,
+                line=line,
+            )
+        return name
+
+    qrows: list[tuple[str, str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for line, record in load_bfcl_jsonl(questions):
+        qid = record["id"]
+        if qid in seen:
+            raise DataError(f"duplicate question id {qid!r}", path=questions, line=line)
+        seen.add(qid)
+        if not isinstance(record.get("function"), list) or not record["function"]:
+            raise DataError("'function' must be a non-empty list", path=questions, line=line)
+        qrows.append((qid, category_of(qid, questions, line), record))
+
+    gts: dict[str, list[dict[str, Any]]] = {}
+    if answers is not None:
+        for line, record in load_bfcl_jsonl(answers):
+            gt = record.get("ground_truth")
+            if not isinstance(gt, list):
+                raise DataError("'ground_truth' must be a list", path=answers, line=line)
+            gts[record["id"]] = gt
+
+    preds: dict[str, tuple[int, Any]] = {}
+    for line, record in load_bfcl_jsonl(predictions):
+        pid = record["id"]
+        if pid not in seen:
+            raise DataError(f"prediction for unknown id {pid!r}", path=predictions, line=line)
+        if pid in preds:
+            raise DataError(f"duplicate prediction for {pid!r}", path=predictions, line=line)
+        if "result" not in record:
+            raise DataError("a prediction needs a 'result'", path=predictions, line=line)
+        preds[pid] = (line, record["result"])
+
+    rows: list[dict[str, Any]] = []
+    for qid, cat, record in qrows:
+        if BFCL_CATEGORIES[cat][0] != "irrelevance" and qid not in gts:
+            where = answers if answers is not None else questions
+            raise DataError(f"no ground truth for {qid!r} (use --answers)", path=where)
+        row: dict[str, Any] = {"id": qid, "category": cat}
+        if qid not in preds:
+            rows.append({**row, "valid": False, "error_type": "missing_prediction",
+                         "feedback": "No prediction was given for this question."})  # fmt: skip
+            continue
+        line, result = preds[qid]
+        try:
+            output = prediction_output(result, f"id {qid!r}")
+        except ValueError as exc:
+            raise DataError(str(exc), path=predictions, line=line) from None
+        task = Task.from_prompt(f"(BFCL {qid})", _spec(cat, record["function"], gts.get(qid)))
+        try:
+            verdict = build_verifier(task.verifier).judge_sync(output, task)
+        except VerifierSpecError as exc:
+            raise DataError(f"bad BFCL record {qid!r}: {exc}", path=questions) from None
+        rows.append(
+            {
+                **row,
+                "valid": verdict.passed,
+                "error_type": verdict.details.get("error_type"),
+                "feedback": verdict.feedback,
+            }
+        )
+    return rows
 
 
 def _register(category: str) -> None:

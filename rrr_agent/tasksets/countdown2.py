@@ -1,13 +1,13 @@
 """Two-number Countdown with few-shot turns: a task family the embedded base model can learn on.
 
-Measured on gemma-3-270m (FIELD_NOTES): with 9 worked examples, first-try accuracy is ~40% greedy
-(~27% at temperature 1), so there is room both to fail and to improve. Each problem gives two
-numbers (2-99) and a target reachable with exactly one of + - * / (operations equally often;
-subtraction stays positive, division is exact). Problems are generated from fixed seeds; the test
-split never repeats a training problem or a worked example.
+Measured on gemma-3-270m (docs/platform-notes.md): with 9 worked examples, first-try accuracy is
+~40% greedy (~27% at temperature 1), so there is room both to fail and to improve. Each problem
+gives two numbers (2-99) and a target reachable with exactly one of + - * / (operations equally
+often; subtraction stays positive, division is exact). Problems are generated from fixed seeds; the
+test split never repeats a training problem or a worked example.
 
-The prompt is written for a base model (FIELD_NOTES: 40 % greedy in this form against 28 % as a
-User/Assistant transcript): the rule and nine worked blocks "Numbers: 14, 9 / Target: 23 /
+The prompt is written for a base model (docs/platform-notes.md: 40 % greedy in this form against
+28 % as a User/Assistant transcript): the rule and nine worked blocks "Numbers: 14, 9 / Target: 23 /
 Equation: 14 + 9" in the system message, then the problem as one more block ending in
 "Equation:". ``chat_template_kwargs={"style": "completion"}`` makes rrr's transcript template
 render it without role prefixes; chat models read the same messages as ordinary turns. The family

@@ -1,6 +1,13 @@
 """Verifiers: binary judges built from JSON specs. See :mod:`rrr_agent.verifiers._base`."""
 
-from ._base import Verifier, build_verifier, import_dotted, register_verifier, registered_verifiers
+from ._base import (
+    Verifier,
+    build_verifier,
+    import_dotted,
+    load_spec,
+    register_verifier,
+    registered_verifiers,
+)
 from .basic import ContainsVerifier, ExactVerifier, PythonVerifier, RegexVerifier
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "Verifier",
     "build_verifier",
     "import_dotted",
+    "load_spec",
     "register_verifier",
     "registered_verifiers",
 ]

@@ -13,22 +13,27 @@ Where a type name is looked up, in order:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import json
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .._errors import VerifierSpecError
+from .._errors import InfrastructureError, VerifierError, VerifierSpecError
 from .._types import ModelOutput, Task, Verdict, VerifierSpec
 
 __all__ = [
     "Verifier",
     "build_verifier",
     "import_dotted",
+    "load_spec",
     "register_verifier",
     "registered_verifiers",
 ]
@@ -58,6 +63,58 @@ class Verifier(BaseModel, ABC):
         Model output is untrusted: never ``eval`` it, never let it crash the verifier. Raise only
         for bugs; a wrong or unparsable answer is a failing verdict with feedback.
         """
+
+    async def judge(self, output: ModelOutput, task: Task) -> Verdict:
+        """The one way to run a verifier: the engine, ``rrr verify``, the GRPO reward and the
+        evaluation metrics all come through here.
+
+        A sync :meth:`verify` runs inline, or in a worker thread when ``blocking`` is set; an async
+        one is awaited. A crash (or anything that is not a :class:`Verdict`) becomes
+        :class:`VerifierError`: a bug in the verifier, never a failed attempt. An
+        :class:`InfrastructureError` (an LLM judge that cannot reach its model) passes through as
+        it is.
+        """
+        try:
+            if self.blocking:
+                result: Any = await asyncio.to_thread(self.verify, output, task)
+            else:
+                result = self.verify(output, task)
+            if inspect.isawaitable(result):
+                result = await result
+        except (asyncio.CancelledError, InfrastructureError, VerifierError):
+            raise
+        except Exception as exc:
+            raise VerifierError(
+                f"verifier {self.type!r} crashed on task {task.id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(result, Verdict):
+            raise VerifierError(
+                f"verifier {self.type!r} returned {type(result).__name__}, not a Verdict"
+            )
+        return result
+
+    def judge_sync(self, output: ModelOutput, task: Task) -> Verdict:
+        """Blocking form of :meth:`judge`. Callable from inside a running event loop too (it then
+        judges on a helper thread with a loop of its own)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.judge(output, task))
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["verdict"] = asyncio.run(self.judge(output, task))
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"rrr-judge-{self.type}")
+        worker.start()
+        worker.join()
+        if "error" in box:
+            raise box["error"]
+        verdict: Verdict = box["verdict"]
+        return verdict
 
     def to_spec(self) -> VerifierSpec:
         return VerifierSpec(type=self.type, **self.model_dump(mode="json"))
@@ -179,6 +236,40 @@ def build_verifier(spec: VerifierSpec | dict[str, Any]) -> Verifier:
         raise VerifierSpecError(
             f"invalid spec for verifier {spec.type!r}: {_first_error(exc)}"
         ) from exc
+
+
+def load_spec(spec: str | dict[str, Any] | VerifierSpec) -> VerifierSpec:
+    """A verifier spec from an object, from JSON text, or from a file holding JSON: what a user
+    types (``rrr run --verifier``, ``rrr verify --spec``, the chat's verifier picker). Raises
+    :class:`VerifierSpecError` naming what is wrong; the verifier itself is not built."""
+    if isinstance(spec, VerifierSpec):
+        return spec
+    obj: Any = spec
+    if isinstance(spec, str):
+        text, where = spec, "the spec"
+        if not spec.lstrip().startswith("{"):
+            path = Path(spec).expanduser()
+            if not path.is_file():
+                raise VerifierSpecError(
+                    f"a verifier spec must be JSON text or a file holding it; got {spec!r}"
+                )
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise VerifierSpecError(f"{path}: cannot read the spec: {exc}") from exc
+            where = str(path)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise VerifierSpecError(
+                f"{where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise VerifierSpecError('a verifier spec is a JSON object with a "type" string')
+    try:
+        return VerifierSpec(**obj)
+    except ValidationError as exc:
+        raise VerifierSpecError(f"invalid verifier spec: {_first_error(exc)}") from exc
 
 
 def _first_error(exc: ValidationError) -> str:

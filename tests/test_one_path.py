@@ -1,0 +1,208 @@
+"""One path for each job: the engine factory reads every setting, and the one judge (sync and
+async) behaves the same wherever a verifier is run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from typer.testing import CliRunner
+
+from rrr_agent import (
+    Engine,
+    LoopOptions,
+    ModelOutput,
+    ScriptedModel,
+    Task,
+    Verdict,
+    VerifierError,
+    build_verifier,
+    load_settings,
+)
+from rrr_agent.cli import app
+from rrr_agent.testing import StubOpenAIServer, StubResponse
+from rrr_agent.verifiers import Verifier, register_verifier
+
+from .conftest import math_task
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------ engine factory
+
+
+@pytest.fixture
+def stub() -> Any:
+    with StubOpenAIServer(default=StubResponse(text="41")) as server:
+        yield server
+
+
+def _stub_env(monkeypatch: pytest.MonkeyPatch, stub: StubOpenAIServer, tmp_path: Path) -> Path:
+    """Settings through RRR_* variables: a model, its server, a key, a prompts folder."""
+    prompts = tmp_path / "prompts"
+    (prompts / "reflection").mkdir(parents=True)
+    (prompts / "reflection" / "math.txt").write_text("Custom reflection wording.\n")
+    monkeypatch.setenv("RRR_MODEL", "openai/stub-model")
+    monkeypatch.setenv("RRR_API_BASE", stub.base_url)
+    monkeypatch.setenv("RRR_API_KEY", "sk-planted-key")
+    monkeypatch.setenv("RRR_PROMPTS_DIR", str(prompts))
+    monkeypatch.setenv("RRR_TRANSPORT_TRIES", "2")
+    monkeypatch.setenv("RRR_TIMEOUT_S", "7")
+    # Would the embedded model be prepared, it would be here: it must stay empty.
+    cache = tmp_path / "embedded-cache"
+    monkeypatch.setenv("RRR_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_from_settings_reads_every_setting(
+    monkeypatch: pytest.MonkeyPatch, stub: StubOpenAIServer, tmp_path: Path
+) -> None:
+    cache = _stub_env(monkeypatch, stub, tmp_path)
+    engine = Engine.from_settings(load_settings(log_path=tmp_path / "t.jsonl"))
+    assert engine.model == "openai/stub-model"
+    assert engine.timeout_s == 7 and engine.retry_policy.tries == 2
+    traj = engine.run_sync(math_task())
+    assert traj.outcome.value == "failed" and len(stub.requests) == 3
+    assert all(h["authorization"] == "Bearer sk-planted-key" for h in stub.headers)
+    assert stub.requests[1]["messages"][-1]["content"] == "Custom reflection wording."
+    assert engine.store is not None and len(list(engine.store.read())) == 1
+    assert not cache.exists()  # the embedded model was not prepared
+
+
+def test_from_settings_defaults_to_the_embedded_model_string(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prepared: list[str] = []
+    monkeypatch.setattr("rrr_agent.embedded.prepare_for", lambda m, p=None: prepared.append(m))
+    engine = Engine.from_settings(load_settings(), log=False)
+    assert engine.model == "local/gemma-3-270m" and prepared == ["local/gemma-3-270m"]
+    assert engine.store is None and engine.error_log is None
+    other = Engine.from_settings(load_settings(model="hosted_vllm/x"), log=False)
+    assert other.model == "hosted_vllm/x" and prepared[-1] == "hosted_vllm/x"
+
+
+def test_eval_and_mine_use_the_settings(
+    monkeypatch: pytest.MonkeyPatch, stub: StubOpenAIServer, tmp_path: Path
+) -> None:
+    cache = _stub_env(monkeypatch, stub, tmp_path)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(math_task(prompt=f"q{i}").model_dump_json() + "\n" for i in range(2)))
+    result = runner.invoke(app, ["eval", "--tasks", str(tasks), "--no-control", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["models"][0]["model"] == "openai/stub-model"
+    assert report["models"][0]["overall"]["n"] == 2
+    mined = tmp_path / "mined.jsonl"
+    result = runner.invoke(app, ["train", "mine", "--tasks", str(tasks), "-o", str(mined),
+                                 "-n", "2", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["failures_kept"] == 2
+    assert stub.headers and all(h["authorization"] == "Bearer sk-planted-key" for h in stub.headers)
+    reflections = [r for r in stub.requests if r["messages"][-1]["content"].startswith("Custom")]
+    assert len(reflections) == 2  # the eval's reflections used the prompts folder
+    assert not cache.exists()
+
+
+# ------------------------------------------------------------------------------ the one judge
+
+
+@register_verifier
+class _SlowUpper(Verifier):
+    type: ClassVar[str] = "test-slow-upper"
+    blocking: ClassVar[bool] = True
+
+    def verify(self, output: ModelOutput, task: Task) -> Verdict:
+        return Verdict(passed=(output.text or "").isupper(), feedback="upper?")
+
+
+@register_verifier
+class _AsyncUpper(Verifier):
+    type: ClassVar[str] = "test-async-upper"
+
+    async def verify(self, output: ModelOutput, task: Task) -> Verdict:
+        await asyncio.sleep(0)
+        return Verdict(passed=(output.text or "").isupper(), feedback="upper?")
+
+
+@register_verifier
+class _Broken(Verifier):
+    type: ClassVar[str] = "test-broken"
+
+    def verify(self, output: ModelOutput, task: Task) -> Verdict:
+        return "yes"  # type: ignore[return-value]
+
+
+SPECS = [
+    {"type": "python", "path": "tests.helpers:is_upper"},
+    {"type": "python", "path": "tests.helpers:async_is_upper"},
+    {"type": "test-slow-upper"},
+    {"type": "test-async-upper"},
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s["type"] + str(i) for i, s in enumerate(SPECS)])
+async def test_judge_is_the_same_sync_async_blocking(spec: dict[str, Any]) -> None:
+    task = Task.from_prompt("shout", spec)
+    verifier = build_verifier(spec)
+    for text, expected in (("HELLO", True), ("hello", False)):
+        output = ModelOutput(text=text)
+        assert (await verifier.judge(output, task)).passed is expected
+        # The sync wrapper, called from inside a running loop (it judges on a helper thread).
+        assert verifier.judge_sync(output, task).passed is expected
+        assert (await asyncio.to_thread(verifier.judge_sync, output, task)).passed is expected
+
+
+async def test_judge_turns_crashes_and_bad_returns_into_verifier_errors() -> None:
+    crash = build_verifier({"type": "python", "path": "tests.helpers:crashes"})
+    task = Task.from_prompt("x", {"type": "test-broken"})
+    with pytest.raises(VerifierError, match="ZeroDivisionError"):
+        await crash.judge(ModelOutput(text="x"), task)
+    with pytest.raises(VerifierError, match="returned str, not a Verdict"):
+        build_verifier({"type": "test-broken"}).judge_sync(ModelOutput(text="x"), task)
+
+
+def test_cli_verify_and_eval_metric_judge_async_verifiers(tmp_path: Path) -> None:
+    spec = json.dumps({"type": "test-async-upper"})
+    ok = runner.invoke(app, ["verify", "--spec", spec, "--response", "LOUD", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["valid"] is True
+    bad = runner.invoke(app, ["verify", "--spec", spec, "--response", "quiet"])
+    assert bad.exit_code == 4
+    # The answer-leak metric of the evaluation runs async verifiers too (it used to skip them).
+    from rrr_agent.evaluation import evaluate
+
+    task = Task.from_prompt("shout", {"type": "test-async-upper"}, family="math", id="t0")
+    model = ScriptedModel(["quiet", "SHOUT IT", "loud"])
+    report = evaluate([task], [model.model], control=False,
+                      settings=load_settings(log=False))  # fmt: skip
+    metrics = report.models[0].reflection_metrics()
+    assert metrics["reflections"] == 1 and metrics["reflection_holds_full_answer"]["k"] == 1
+
+
+def test_grpo_reward_builds_the_retry_turn_like_the_engine() -> None:
+    """The GRPO reward continues the conversation exactly as the engine does, and judges the
+    retry with the one judge."""
+    from rrr_trainer.grpo import RetryReward
+
+    model = ScriptedModel(["41", "I added wrong.", "42"])
+    task = math_task()
+    traj = Engine(model.model, options=LoopOptions(max_retries=1)).run_sync(task)
+    reflection_prompt, engine_retry = model.requests[1].messages, model.requests[2].messages
+    seen: list[list[dict[str, Any]]] = []
+
+    def fake_generate(conversations: list[Any], template_kwargs: Any = None) -> list[str]:
+        seen.extend(conversations)  # the policy would continue these; the script answers
+        return ["42", "43"]
+
+    reward = RetryReward(tokenizer=None, stop_ids=[])
+    reward.generate_retries = fake_generate  # type: ignore[method-assign]
+    rewards = reward(
+        prompts=[reflection_prompt, reflection_prompt],
+        completions=[[{"role": "assistant", "content": "I added wrong."}]] * 2,
+        task=[task.model_dump_json()] * 2,
+        retry_instruction=[traj.attempts[1].instruction] * 2,
+    )
+    assert seen == [engine_retry, engine_retry]
+    assert rewards == [1.0, 0.0]
