@@ -59,7 +59,7 @@ def main() -> None:
     from rrr_trainer.grpo import build_trainer
     from rrr_trainer.plots import plot_metrics
 
-    from rrr_agent import embedded
+    from rrr_agent import embedded, load_settings
     from rrr_agent.evaluation import EvalReport, evaluate
     from rrr_agent.tasksets import get_taskset
 
@@ -76,6 +76,8 @@ def main() -> None:
     forgetting = (args.forgetting,
                   list(get_taskset(args.forgetting).load())[: args.forgetting_limit])  # fmt: skip
     eval_kw: dict[str, Any] = {
+        # Every evaluation trajectory goes to the work folder's log, not the user's data dir.
+        "settings": load_settings(log_path=work / "eval-trajectories.jsonl"),
         "concurrency": 16,
         "temperature": 0.0,
         "seed": args.seed,

@@ -113,9 +113,46 @@ def test_run_infra_errors_exit_3_and_stay_out_of_the_log(tmp_path: Path, rrr_hom
     assert result.returncode == 3, result.stderr
     assert "not run" in result.stderr
     assert len(list(TrajectoryStore(rrr_home / "trajectories.jsonl").read())) == 1
+    assert "1 trajectory appended to" in result.stderr  # the one that ran, not "appended"
     errors = runner.invoke(app, ["logs", "errors", "--json"])
     rows = [json.loads(x) for x in errors.stdout.splitlines()]
     assert [r["task_id"] for r in rows] == ["t1"] and rows[0]["error_type"] == "ServerError"
+    # The readable form: one block per error, the whole message on its own line(s), not a column
+    # squeezed to a few characters.
+    shown = rrr("logs", "errors", env={"COLUMNS": "80"})
+    assert shown.returncode == 0 and "1 run error" in shown.stdout
+    assert "ServerError: " + rows[0]["error"][:60] in " ".join(shown.stdout.split())
+    assert "task t1" in shown.stdout and "stage attempt" in shown.stdout
+
+
+def test_run_says_when_nothing_was_appended(tmp_path: Path) -> None:
+    script = write_script(tmp_path, [{"error": "server"}] * 4)
+    result = rrr("run", "x", "--verifier", '{"type": "exact", "expected": "1"}', "--script",
+                 str(script), env={"RRR_TRANSPORT_TRIES": "1"})  # fmt: skip
+    assert result.returncode == 3
+    assert "0 trajectories appended to" in result.stderr
+    quiet = rrr("run", "x", "--verifier", '{"type": "exact", "expected": "1"}', "--script",
+                str(write_script(tmp_path, ["1"])), "--no-log")  # fmt: skip
+    assert quiet.returncode == 0 and "appended" not in quiet.stderr
+
+
+def test_serve_passes_unknown_flags_to_vllm_and_keeps_subcommands(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`rrr serve --enforce-eager` reaches the server's command line; `rrr serve load-adapter`
+    is still a subcommand (the group parses without click internals)."""
+    started: list[list[str]] = []
+
+    def fake_serve(server: object, **_: object) -> None:
+        started.append(list(server.extra_args))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr("rrr_agent.serving.serve_until_stopped", fake_serve)
+    result = runner.invoke(app, ["serve", "--port", "0", "--enforce-eager", "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    assert started == [["--enforce-eager", "--dtype", "bfloat16"]]
+    missing = runner.invoke(app, ["serve", "load-adapter", "a", str(tmp_path)])
+    assert missing.exit_code == 1 and "adapter_config.json" in missing.output
+    assert started == [["--enforce-eager", "--dtype", "bfloat16"]]  # the server was not started
 
 
 @pytest.mark.parametrize(

@@ -232,7 +232,7 @@ def train_offline(
             loss = (per_token * mask).sum() / mask.sum()
             (loss / accumulate).backward()
             losses.append(float(loss.detach()))
-            kls.append(float((kl * mask).sum() / mask.sum()))
+            kls.append(float(((kl * mask).sum() / mask.sum()).detach()))
             corrected += [o is not None for o in old]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         optimizer.step()
