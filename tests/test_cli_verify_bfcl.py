@@ -9,28 +9,22 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rrr_agent import DataError
 from rrr_agent.cli import app
+from rrr_agent.tasksets import datasets_root
 from rrr_agent.verifiers.bfcl_ast import format_python_calls, openai_tool_name, reference_calls
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def bfcl() -> Path:
-    from rrr_agent.tasksets import datasets_root
-
-    try:
-        base = datasets_root() / "bfcl"
-    except DataError:
-        pytest.skip("no shared/data folder")
-    if not base.is_dir():
-        pytest.skip("no bfcl data")
-    return base
+    return datasets_root() / "bfcl"
 
 
 def _lines(path: Path, n: int) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:n]]
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:n]]
+    assert len(rows) == n, path
+    return rows
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> Path:

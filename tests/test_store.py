@@ -189,16 +189,44 @@ def test_concurrent_writer_processes_never_interleave(tmp_path: Path) -> None:
     assert all(v == sorted(v) for v in per_writer.values())
 
 
+def _kill_mid_write(path: Path, proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the writer, aimed at a moment when its current record is only partly in the file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + 10  # only a wait for the condition, not a speed check
+        while time.monotonic() < deadline:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                break  # a write is in progress: its record is on disk only in part
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        os.close(fd)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def _ends_torn(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
 @pytest.mark.slow
 def test_kill_9_during_writes_never_yields_a_torn_record(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    # Multi-MB records: a kill can land in the middle of a write.
-    for rounds, pad in enumerate((2_000_000, 4_000_000, 1_000_000)):
-        proc = _writer(path, f"k{rounds}", 0, pad)
+    # Multi-MB records: a kill can land in the middle of a write. One kill does not always tear
+    # a record, so writers are killed again (a bounded number of times) until one did.
+    pads = (2_000_000, 4_000_000, 1_000_000)
+    max_rounds = 30
+    tears = 0
+    rounds = 0
+    while rounds < max_rounds and (tears == 0 or rounds < len(pads)):
+        proc = _writer(path, f"k{rounds}", 0, pads[rounds % len(pads)])
         assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        _kill_mid_write(path, proc)
+        proc.stdout.close()
+        tears += _ends_torn(path)  # the writer is dead: a tail without a newline is a tear
+        rounds += 1
+    assert tears > 0, f"no kill out of {rounds} tore a record; the test proved nothing"
     # A survivor writes after the crashes.
     store = TrajectoryStore(path)
     last = traj(999)
@@ -206,10 +234,23 @@ def test_kill_9_during_writes_never_yields_a_torn_record(tmp_path: Path) -> None
     report = ReadReport()
     got = list(read_trajectories(path, report=report))  # strict: must not raise
     assert got[-1] == last
-    complete_lines = path.read_bytes().count(b"\n")
-    assert len(got) + len(report.torn) == complete_lines
     assert report.invalid == []
-    sizes = {2_000_000, 4_000_000, 1_000_000}
-    for t in got[:-1]:  # every record read is whole
-        assert len(t.task.metadata["pad"]) in sizes and set(t.task.metadata["pad"]) == {"x"}
-    print(f"{len(got) - 1} whole records, {len(report.torn)} torn lines reported")
+    # Every tear was terminated by the next writer and is reported, with file and line.
+    marked, complete_lines = [], 0
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            assert raw.endswith(b"\n")
+            complete_lines += 1
+            if raw.rstrip(b"\n").endswith(TORN_MARK.encode()):
+                marked.append(n)
+    assert len(marked) == tears
+    assert [p.line for p in report.torn] == marked
+    for problem in report.torn:
+        assert str(problem).startswith(f"{path}:{problem.line}: ")
+    assert len(got) + len(report.torn) == complete_lines
+    # Every record read is whole, and each killed writer got at least its first record in.
+    for t in got[:-1]:
+        assert len(t.task.metadata["pad"]) in pads and set(t.task.metadata["pad"]) == {"x"}
+    firsts = {str(t.task.messages[0].content) for t in got[:-1]}
+    assert {f"k{r}-0" for r in range(rounds)} <= firsts
+    print(f"{rounds} kills, {len(got) - 1} whole records, {tears} torn lines reported")

@@ -27,15 +27,9 @@ EXPECTED = {
 OPENAI_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def root() -> Path:
-    try:
-        base = datasets_root()
-    except DataError:
-        pytest.skip("no shared/data folder")
-    if not (base / "bfcl").is_dir():
-        pytest.skip("no bfcl data")
-    return base
+    return datasets_root()
 
 
 def _types(schema: Any) -> list[str]:
@@ -64,6 +58,7 @@ def test_export_counts_and_shape(root: Path, name: str, count: int) -> None:
     assert len(all_tasks) == count
     assert len({t.id for t in all_tasks}) == count
     language = all_tasks[0].metadata["language"]
+    checked = tools_checked = 0
     for task in all_tasks:
         assert task.family == "tool_call"
         assert task.messages and task.messages[-1].role == "user"
@@ -85,10 +80,14 @@ def test_export_counts_and_shape(root: Path, name: str, count: int) -> None:
                 assert not {"dict", "float", "tuple", "any"} & set(types), (task.id, types)
             else:
                 assert set(types) <= {"string"}, (task.id, types)
+            tools_checked += 1
         build_verifier(task.verifier)
         # The task line survives JSON export and import unchanged.
         again = Task.model_validate_json(task.model_dump_json())
         assert again == task
+        checked += 1
+    assert checked == count
+    assert tools_checked >= count
 
 
 def test_python_types_are_converted(root: Path) -> None:
@@ -98,10 +97,13 @@ def test_python_types_are_converted(root: Path) -> None:
     props = task.tools[0]["function"]["parameters"]["properties"]  # type: ignore[index]
     assert props["base"]["type"] == "integer"
     seen: set[str] = set()
+    n = 0
     for t in get_taskset("bfcl-multiple").load(root):
         for tool in t.tools or []:
             for p in tool["function"]["parameters"]["properties"].values():
                 seen.add(p.get("type", "<none>"))
+        n += 1
+    assert n == EXPECTED["bfcl-multiple"]
     assert {"number", "object", "array", "<none>"} <= seen
 
 
@@ -114,8 +116,10 @@ def test_broken_question_file_names_path_and_line(tmp_path: Path, root: Path) ->
     (tmp_path / "bfcl" / "possible_answer").mkdir(parents=True)
     src = root / "bfcl"
     q = (src / "BFCL_v4_simple_python.json").read_text().splitlines()[:2]
+    assert len(q) == 2
     (tmp_path / "bfcl" / "BFCL_v4_simple_python.json").write_text(q[0] + "\n{oops\n")
     a = (src / "possible_answer" / "BFCL_v4_simple_python.json").read_text().splitlines()[:2]
+    assert len(a) == 2
     (tmp_path / "bfcl" / "possible_answer" / "BFCL_v4_simple_python.json").write_text("\n".join(a))
     with pytest.raises(DataError) as info:
         list(get_taskset("bfcl-simple_python").load(tmp_path))
@@ -141,9 +145,11 @@ def _judge(task: Task, calls: list[tuple[str, dict[str, Any]]]) -> Verdict:
 def test_xlam_sample(root: Path) -> None:
     all_tasks = list(get_taskset("xlam-sample").load(root))
     assert len(all_tasks) == 5
+    n = 0
     for task in all_tasks:
         assert task.tools and all("function" in t for t in task.tools)
         expected = [(e["name"], e["arguments"]) for e in task.verifier.params()["expected"]]
+        assert expected and all(args for _, args in expected), task.id
         assert _judge(task, expected).passed
         assert _judge(task, list(reversed(expected))).passed
         # Extra arguments are allowed (as in NeMo Gym's reward); missing calls are not.
@@ -158,3 +164,5 @@ def test_xlam_sample(root: Path) -> None:
         assert v.details["error_type"] == "xlam:cannot_find_match"
         assert "definitely" not in v.feedback
         assert _judge(task, [*expected, expected[0]]).details["error_type"] == "xlam:wrong_count"
+        n += 1
+    assert n == 5

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from rrr_agent import DataError
 from rrr_agent._errors import VerifierSpecError
 from rrr_agent._types import FunctionCall, Message, ModelOutput, Task, ToolCall, Verdict
+from rrr_agent.tasksets import datasets_root
+from rrr_agent.tasksets.bfcl import bfcl_tasks
 from rrr_agent.verifiers import build_verifier
 from rrr_agent.verifiers.bfcl_ast import (
     check_call,
@@ -31,26 +32,25 @@ from rrr_agent.verifiers.bfcl_ast import (
 # ----------------------------------------------------------------------------------- data
 
 
-def _data_root() -> Path:
-    from rrr_agent.tasksets import datasets_root
+#: Records per BFCL v4 category in the packaged data.
+COUNTS = {
+    "simple_python": 400,
+    "multiple": 200,
+    "parallel": 200,
+    "parallel_multiple": 200,
+    "irrelevance": 240,
+    "simple_java": 100,
+    "simple_javascript": 50,
+}
 
-    try:
-        root = datasets_root()
-    except DataError:
-        pytest.skip("no shared/data folder")
-    if not (root / "bfcl").is_dir():
-        pytest.skip("no bfcl data")
-    return root
+_CACHE: dict[str, tuple[Task, ...]] = {}  # pure data, read once; tuples so no test can change it
 
 
-_CACHE: dict[str, list[Task]] = {}
-
-
-def tasks(category: str) -> list[Task]:
+def tasks(category: str) -> tuple[Task, ...]:
     if category not in _CACHE:
-        from rrr_agent.tasksets.bfcl import bfcl_tasks
-
-        _CACHE[category] = list(bfcl_tasks(_data_root(), category))
+        loaded = tuple(bfcl_tasks(datasets_root(), category))
+        assert len(loaded) == COUNTS[category], (category, len(loaded))
+        _CACHE[category] = loaded
     return _CACHE[category]
 
 
@@ -122,10 +122,11 @@ def fn(name: str, props: dict[str, Any], required: list[str] | None = None) -> d
 @pytest.mark.parametrize("category", ANSWERED)
 def test_every_ground_truth_passes_as_tool_calls_and_as_text(category: str) -> None:
     failures = []
+    checked = 0
     all_tasks = tasks(category)
-    assert all_tasks
     for task in all_tasks:
         calls = reference(task)
+        assert calls, task.id
         for label, output in (
             ("tool_calls", as_tool_calls(calls)),
             ("tool_calls_dotted", as_tool_calls(calls, sanitize=False)),
@@ -134,8 +135,10 @@ def test_every_ground_truth_passes_as_tool_calls_and_as_text(category: str) -> N
             ("fence", ModelOutput(text=f"```python\n{format_python_calls(calls)}\n```")),
         ):
             verdict = judge(task, output)
+            checked += 1
             if not verdict.passed:
                 failures.append((task.id, label, verdict.details))
+    assert checked == 5 * COUNTS[category]
     assert not failures, failures[:5]
 
 
@@ -159,6 +162,7 @@ def _overlapping(task: Task, calls: list[tuple[str, dict[str, Any]]]) -> bool:
 def test_parallel_answers_pass_in_any_order(category: str) -> None:
     rng = random.Random(1234)
     shuffled = 0
+    checked = 0
     failures = []
     for task in tasks(category):
         calls = reference(task)
@@ -168,12 +172,14 @@ def test_parallel_answers_pass_in_any_order(category: str) -> None:
             shuffled += variant != calls
             for output in (as_tool_calls(variant), ModelOutput(text=format_python_calls(variant))):
                 verdict = judge(task, output)
+                checked += 1
                 if not verdict.passed:
                     assert verdict.details["error_type"] == (
                         "parallel_function_checker_no_order:cannot_find_match"
                     )
                     failures.append(task.id)
                     assert _overlapping(task, calls), task.id
+    assert checked == 4 * COUNTS[category]
     assert shuffled > 100
     assert len(set(failures)) <= 2, failures
 
@@ -187,13 +193,6 @@ def _foreign_text(calls: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def _foreign_cases() -> Iterator[Any]:
-    from rrr_agent.tasksets import datasets_root
-
-    try:
-        if not (datasets_root() / "bfcl").is_dir():
-            return
-    except DataError:
-        return
     for category in FOREIGN:
         for task in tasks(category):
             marks = (
@@ -204,9 +203,22 @@ def _foreign_cases() -> Iterator[Any]:
             yield pytest.param(task, id=task.id, marks=marks)
 
 
-@pytest.mark.parametrize("task", list(_foreign_cases()))
+#: Built eagerly at collection; an empty list would make pytest skip the test silently, so
+#: test_foreign_cases_cover_every_record checks it holds every Java and JavaScript record.
+FOREIGN_CASES = list(_foreign_cases())
+
+
+def test_foreign_cases_cover_every_record() -> None:
+    assert len(FOREIGN_CASES) == sum(COUNTS[c] for c in FOREIGN) == 150
+    assert [c.id for c in FOREIGN_CASES] == [t.id for c in FOREIGN for t in tasks(c)]
+    xfails = {c.id for c in FOREIGN_CASES if c.marks}
+    assert xfails == BFCL_UNPASSABLE
+
+
+@pytest.mark.parametrize("task", FOREIGN_CASES)
 def test_java_and_javascript_answers_pass_as_source_strings(task: Task) -> None:
     calls = reference(task)
+    assert calls and all(args for _, args in calls), task.id
     for args in (a for _, a in calls):
         assert all(isinstance(v, str) for v in args.values())
     verdict = judge(task, as_tool_calls(calls))
@@ -217,9 +229,9 @@ def test_java_and_javascript_answers_pass_as_source_strings(task: Task) -> None:
 
 
 def test_unpassable_java_answers_are_exactly_the_known_ones() -> None:
-    failing = {
-        t.id for t in tasks("simple_java") if not judge(t, as_tool_calls(reference(t))).passed
-    }
+    java = tasks("simple_java")
+    assert len(java) == COUNTS["simple_java"]
+    failing = {t.id for t in java if not judge(t, as_tool_calls(reference(t))).passed}
     assert failing == BFCL_UNPASSABLE
 
 
@@ -234,6 +246,7 @@ def _single_python_cases() -> list[tuple[Task, str, dict[str, Any], dict[str, An
             [(name, args)] = reference(task)
             doc = next(f for f in spec_of(task)["functions"] if f["name"] == name)
             out.append((task, name, args, doc["parameters"]["properties"]))
+    assert len(out) == COUNTS["simple_python"] + COUNTS["multiple"]
     return out
 
 
@@ -245,12 +258,13 @@ def _expect(task: Task, output: ModelOutput, error_type: str) -> Verdict:
     return verdict
 
 
-def _assert_no_leak(task: Task, verdict: Verdict) -> None:
-    """No allowed string value of the answer appears in the feedback."""
+def _assert_no_leak(task: Task, verdict: Verdict) -> int:
+    """No allowed string value of the answer is in the feedback; returns how many were checked."""
     visible = " ".join(
         [f["name"] for f in spec_of(task)["functions"]]
         + [p for f in spec_of(task)["functions"] for p in f["parameters"]["properties"]]
     ).lower()
+    checked = 0
     for answer in spec_of(task).get("ground_truth", []):
         for params in answer.values():
             for options in params.values():
@@ -258,14 +272,20 @@ def _assert_no_leak(task: Task, verdict: Verdict) -> None:
                     if isinstance(v, str) and len(v) > 3 and v.lower() not in visible:
                         leaked = re.search(rf"(?<!\w){re.escape(v)}(?!\w)", verdict.feedback)
                         assert not leaked, (task.id, v, verdict.feedback)
+                        checked += 1
+    return checked
 
 
 def test_wrong_function_name_is_rejected() -> None:
+    n = values = 0
     for task, name, args, _ in _single_python_cases():
         v = _expect(
             task, as_tool_calls([(name + "_v2", args)]), "simple_function_checker:wrong_func_name"
         )
-        _assert_no_leak(task, v)
+        values += _assert_no_leak(task, v)
+        n += 1
+    assert n == COUNTS["simple_python"] + COUNTS["multiple"]
+    assert values > 1000  # answer strings checked for leaks
 
 
 def test_missing_required_parameter_is_rejected() -> None:
@@ -285,9 +305,12 @@ def test_missing_required_parameter_is_rejected() -> None:
 
 
 def test_extra_parameter_is_rejected() -> None:
+    n = 0
     for task, name, args, _ in _single_python_cases():
         mutated = {**args, "zz_extra": 1}
         _expect(task, as_tool_calls([(name, mutated)]), "simple_function_checker:unexpected_param")
+        n += 1
+    assert n == COUNTS["simple_python"] + COUNTS["multiple"]
 
 
 def test_schema_parameter_absent_from_answer_is_rejected() -> None:
@@ -350,7 +373,7 @@ def test_integer_is_accepted_for_float() -> None:
 
 
 def test_string_normalisation() -> None:
-    n = 0
+    n = values = 0
     for task, name, args, props in _single_python_cases():
         for p in _plain_typed(task, props, args, str):
             value = args[p]
@@ -362,9 +385,10 @@ def test_string_normalisation() -> None:
             # A different word does.
             wrong = value + "zq"
             v = _expect(task, as_tool_calls([(name, {**args, p: wrong})]), "value_error:string")
-            _assert_no_leak(task, v)
+            values += _assert_no_leak(task, v)
             n += 1
     assert n > 500
+    assert values > 2000
 
 
 def test_omitting_a_parameter_marked_optional_is_accepted() -> None:
@@ -399,13 +423,16 @@ def test_omitting_an_answer_parameter_not_marked_optional_is_rejected() -> None:
 
 
 def test_wrong_count() -> None:
+    n = 0
     for task in tasks("simple_python")[:50]:
         calls = reference(task)
         v = _expect(task, as_tool_calls(calls * 2), "simple_function_checker:wrong_count")
         assert v.feedback == "Expected 1 call, got 2."
         _expect(task, ModelOutput(text="[]"), "simple_function_checker:wrong_count")
+        n += 1
     for task in tasks("multiple")[:50]:
         _expect(task, as_tool_calls(reference(task) * 2), "multiple_function_checker:wrong_count")
+        n += 1
     for category in ("parallel", "parallel_multiple"):
         for task in tasks(category):
             calls = reference(task)
@@ -413,10 +440,12 @@ def test_wrong_count() -> None:
                 task, as_tool_calls(calls[:-1]), "parallel_function_checker_no_order:wrong_count"
             )
             assert v.feedback == f"Expected {len(calls)} calls, got {len(calls) - 1}."
+            n += 1
+    assert n == 50 + 50 + COUNTS["parallel"] + COUNTS["parallel_multiple"]
 
 
 def test_parallel_wrong_value_cannot_find_match() -> None:
-    n = 0
+    n = values = 0
     for task in tasks("parallel"):
         calls = reference(task)
         name, args = calls[-1]
@@ -427,9 +456,10 @@ def test_parallel_wrong_value_cannot_find_match() -> None:
         v = _expect(
             task, as_tool_calls(mutated), "parallel_function_checker_no_order:cannot_find_match"
         )
-        _assert_no_leak(task, v)
+        values += _assert_no_leak(task, v)
         n += 1
     assert n > 50
+    assert values > 300
 
 
 def test_no_output_at_all_fails_for_answer_categories() -> None:
@@ -562,6 +592,7 @@ def test_standardize_string() -> None:
 def test_irrelevance_passes_without_a_call_and_fails_with_one() -> None:
     all_tasks = tasks("irrelevance")
     assert len(all_tasks) == 240
+    n = 0
     for task in all_tasks:
         for output in (
             ModelOutput(text="None of the functions can answer this."),
@@ -577,6 +608,8 @@ def test_irrelevance_passes_without_a_call_and_fails_with_one() -> None:
             v = judge(task, output)
             assert not v.passed
             assert v.details["error_type"] == "irrelevance_error:decoder_success"
+        n += 1
+    assert n == 240
 
 
 # ------------------------------------------------------------------ hostile text

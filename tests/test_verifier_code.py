@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,12 +62,11 @@ def test_every_humaneval_canonical_solution_passes() -> None:
         output = ModelOutput(text=task.metadata["canonical_solution"])
         return task.id, verifier.verify(output, task)
 
-    start = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(run, tasks))
+    assert [tid for tid, _ in results] == [t.id for t in tasks]
     failed = [(tid, v.feedback) for tid, v in results if not v.passed]
     assert failed == []
-    assert time.monotonic() - start < 120
 
 
 def test_humaneval_full_function_in_a_fence_and_a_wrong_body() -> None:
@@ -112,12 +112,14 @@ def test_failure_reasons(code: str, reason: str | None, fragment: str) -> None:
 
 
 def test_infinite_loop_times_out() -> None:
-    start = time.monotonic()
     verdict = _verify("def f(x):\n    while True:\n        pass\n", timeout_s=1.5)
     assert not verdict.passed
+    # Stopped by its own wall-clock limit (not the CPU limit, not a crash): the whole process
+    # group was killed when the 1.5 s were up.
     assert verdict.details["reason"] == "timeout"
-    assert "timed out" in verdict.feedback
-    assert time.monotonic() - start < 10
+    assert verdict.feedback == "The code did not finish within 1.5 s (timed out)."
+    assert verdict.details["returncode"] == -signal.SIGKILL
+    assert "error" not in verdict.details  # no result came back from the tests
 
 
 def test_memory_hog_is_stopped() -> None:

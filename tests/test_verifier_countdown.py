@@ -45,11 +45,14 @@ def test_every_reference_equation_passes(split: str) -> None:
     rows = _rows(split)
     assert len(rows) == {"train.jsonl": 10240, "test.jsonl": 1024}[split]
     failures = []
+    checked = 0
     for row in rows:
         text = f"Let me think.\n<answer>{row['reference_equation']}</answer>"
         verdict = _verify(row["nums"], row["target"], text)
+        checked += 1
         if not verdict.passed:
             failures.append((row["index"], verdict.feedback))
+    assert checked == len(rows)
     assert failures == []
 
 
@@ -79,7 +82,7 @@ def _solve(numbers: list[int], target: int) -> str | None:
 def test_cd3_constructed_solutions_pass_and_wrong_ones_fail() -> None:
     rows = _rows("cd3_test.jsonl")
     assert len(rows) == 256
-    solved = 0
+    solved = refuted = 0
     for row in rows:
         numbers = [int(n) for n in row["input"].split(",")]
         target = int(row["output"])
@@ -93,7 +96,9 @@ def test_cd3_constructed_solutions_pass_and_wrong_ones_fail() -> None:
             verdict = _verify(numbers, target, f"<answer>{wrong}</answer>")
             assert not verdict.passed
             assert f"not the target {target}" in verdict.feedback
+            refuted += 1
     assert solved >= 200  # the set is built from solvable problems
+    assert refuted >= 240  # a plain sum is rarely the target
 
 
 @pytest.mark.parametrize(

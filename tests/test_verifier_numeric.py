@@ -143,6 +143,7 @@ def test_every_gsm8k_answer_line_passes() -> None:
     ]
     assert len(rows) == 1319
     failures = []
+    checked = 0
     for i, row in enumerate(rows):
         answer = row["answer"]
         expected = int(answer.split("####")[-1].strip().replace(",", ""))  # independent parse
@@ -152,4 +153,6 @@ def test_every_gsm8k_answer_line_passes() -> None:
             failures.append((i, "line"))
         if _verify(expected + 1, answer).passed:
             failures.append((i, "off-by-one passed"))
+        checked += 1
+    assert checked == 1319
     assert failures == []
