@@ -9,10 +9,13 @@ imported on the first model call, and torch, transformers, trl, vllm and textual
     engine = Engine("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
     task = Task.from_prompt("What is 17 * 3?", {"type": "exact", "expected": "51"}, family="math")
     trajectory = engine.run_sync(task)
+
+Tools and multi-step turns: :class:`Agent` (``rrr_agent._agent``).
 """
 
+from ._agent import Agent, AgentResult
 from ._conversation import build_conversation, reflection_messages, retry_messages
-from ._engine import Engine, RunResult
+from ._engine import Engine, RunResult, ToolExecutor, ToolOutcome
 from ._errors import (
     ConfigError,
     DataError,
@@ -28,6 +31,7 @@ from ._errors import (
     ServeError,
     ServerError,
     TaskFileError,
+    ToolError,
     VerificationFailed,
     VerifierError,
     VerifierSpecError,
@@ -44,7 +48,9 @@ from ._events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    TokenDelta,
     TransportRetry,
+    TurnFinished,
     Verified,
 )
 from ._extras import require_extra
@@ -62,7 +68,8 @@ from ._store import (
     read_trajectories,
 )
 from ._summary import Summary, summarize
-from ._tasks import iter_tasks, load_tasks
+from ._tasks import iter_tasks, load_tasks, write_tasks
+from ._tools import Tool, ToolRunner, as_tool
 from ._types import (
     SCHEMA_VERSION,
     Attempt,
@@ -86,6 +93,8 @@ from .verifiers import Verifier, build_verifier, register_verifier
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Agent",
+    "AgentResult",
     "Attempt",
     "AttemptFinished",
     "AttemptStarted",
@@ -138,11 +147,18 @@ __all__ = [
     "Summary",
     "Task",
     "TaskFileError",
+    "TokenDelta",
+    "Tool",
     "ToolCall",
+    "ToolError",
+    "ToolExecutor",
+    "ToolOutcome",
+    "ToolRunner",
     "Trajectory",
     "TrajectoryFilter",
     "TrajectoryStore",
     "TransportRetry",
+    "TurnFinished",
     "Usage",
     "Verdict",
     "VerificationFailed",
@@ -151,6 +167,7 @@ __all__ = [
     "VerifierError",
     "VerifierSpec",
     "VerifierSpecError",
+    "as_tool",
     "build_conversation",
     "build_verifier",
     "data_dir",
@@ -163,4 +180,5 @@ __all__ = [
     "require_extra",
     "retry_messages",
     "summarize",
+    "write_tasks",
 ]

@@ -4,14 +4,15 @@ After a failed attempt the conversation continues in place::
 
     ...task messages
     assistant: <attempt i>
-    tool: <one stub per tool call in attempt i>      # only when attempt i called tools
+    tool: <one message per tool call in attempt i>   # only when attempt i called tools
     user: <reflection instruction (+ verifier feedback)>
     assistant: <reflection i>
     user: <retry instruction>
     assistant: <attempt i + 1>
 
-The tool stubs exist because OpenAI-compatible servers reject an assistant message with tool calls
-that is not followed by one tool message per call.
+The tool messages exist because OpenAI-compatible servers reject an assistant message with tool
+calls that is not followed by one tool message per call. When the SDK ran the calls, they hold the
+results (or the error that failed the attempt); otherwise they say the call was not run.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ def assistant_message(gen: Generation) -> dict[str, Any]:
 
 
 def _tool_stubs(gen: Generation) -> list[dict[str, Any]]:
+    """One tool message per call: the result the runtime got when it ran the call (an attempt's
+    ``tool_results``), else a note that the call was not run."""
+    results = getattr(gen, "tool_results", None) or []
     return [
-        {"role": "tool", "tool_call_id": tc.id, "content": TOOL_NOT_EXECUTED}
-        for tc in gen.tool_calls or ()
+        {
+            "role": "tool",
+            "tool_call_id": tc.id,
+            "content": results[i] if i < len(results) else TOOL_NOT_EXECUTED,
+        }
+        for i, tc in enumerate(gen.tool_calls or ())
     ]
 
 

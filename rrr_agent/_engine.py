@@ -41,6 +41,7 @@ from ._events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    TokenDelta,
     TransportRetry,
     Verified,
 )
@@ -64,7 +65,7 @@ from ._types import (
 )
 from .verifiers import Verifier, build_verifier
 
-__all__ = ["Engine", "RunResult"]
+__all__ = ["Engine", "RunResult", "ToolExecutor", "ToolOutcome"]
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +94,20 @@ class RunResult:
 EventCallback = Callable[[Event], Awaitable[None] | None]
 
 
+@dataclass(slots=True)
+class ToolOutcome:
+    """What running one attempt's tool calls gave: one result text per call, in order, and the
+    first failure (its message and the tool's name), if any."""
+
+    results: list[str]
+    error: str | None = None
+    tool: str | None = None
+
+
+#: Runs an attempt's tool calls: ``await execute(output, task)``.
+ToolExecutor = Callable[[ModelOutput, Task], Awaitable[ToolOutcome]]
+
+
 class Engine:
     """Runs tasks through the reflect-retry loop with one model.
 
@@ -116,8 +131,12 @@ class Engine:
         model_revision: str | None = None,
         api_base: str | None = None,
         api_key: str | None = None,
+        stream: bool = False,
     ):
         self.client = resolve_client(model, api_base=api_base, api_key=api_key)
+        #: Stream tokens: emit ``TokenDelta`` events while attempts and reflections are written
+        #: (for clients with a ``stream`` method; others deliver each call's text at once).
+        self.stream_tokens = stream
         self.options = options or LoopOptions()
         self.sampling = sampling or SamplingParams()
         self.store = store
@@ -139,6 +158,7 @@ class Engine:
         log: bool | None = None,
         hooks: Hooks | None = None,
         on_prepare: Callable[[str], None] | None = None,
+        stream: bool = False,
     ) -> Engine:
         """The one way to build an engine from the settings object; every caller uses it (CLI,
         evaluation, mining, SDK, proxy, chat, nightly job).
@@ -151,18 +171,10 @@ class Engine:
         ``settings.log``) is on.
         """
         settings = settings if settings is not None else load_settings()
-        chosen: str | ModelClient
-        if model is not None:
-            chosen = model
-        elif settings.model:
-            chosen = settings.model
-        else:
-            from .embedded import EMBEDDED_MODEL_STRING
+        from .embedded import model_or_embedded, prepare_for
 
-            chosen = EMBEDDED_MODEL_STRING
+        chosen = model if model is not None else model_or_embedded(settings.model)
         if isinstance(chosen, str):
-            from .embedded import prepare_for
-
             prepare_for(chosen, on_prepare)
         logging = settings.log if log is None else log
         return cls(
@@ -180,6 +192,7 @@ class Engine:
             model_revision=settings.model_revision,
             api_base=settings.api_base,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            stream=stream,
         )
 
     @property
@@ -195,6 +208,8 @@ class Engine:
         on_event: EventCallback | None = None,
         raise_on_failure: bool = False,
         first_attempt: Attempt | None = None,
+        execute: ToolExecutor | None = None,
+        sampling: SamplingParams | None = None,
     ) -> Trajectory:
         """Solve one task; returns its trajectory (also appended to the store).
 
@@ -205,10 +220,17 @@ class Engine:
 
         ``first_attempt`` continues from an answer given earlier (re-verified, not regenerated):
         evaluation uses it so a control condition retries exactly the same failure.
+
+        ``execute`` runs an attempt's tool calls once the verifier has passed it (the SDK's
+        :class:`~rrr_agent.ToolRunner`). A call that fails fails the attempt: its error is the
+        verdict's feedback (verifier ``"tool_execution"``) and the reflection and retry follow.
+        The results are kept in ``Attempt.tool_results``.
+
+        ``sampling`` replaces the engine's sampling for this run (the proxy passes each request's).
         """
         task = task if isinstance(task, Task) else Task.model_validate(task)
         verifier = build_verifier(task.verifier)
-        state = _Run(self, task, verifier, on_event, first_attempt)
+        state = _Run(self, task, verifier, on_event, first_attempt, execute, sampling)
         try:
             trajectory = await state.execute()
         except (InfrastructureError, VerifierError) as exc:
@@ -332,8 +354,12 @@ class _Run:
         verifier: Verifier,
         on_event: EventCallback | None,
         first_attempt: Attempt | None = None,
+        execute: ToolExecutor | None = None,
+        sampling: SamplingParams | None = None,
     ):
         self.first_attempt = first_attempt
+        self.execute_tools = execute
+        self.sampling = sampling or engine.sampling
         self.engine = engine
         self.task = task
         self.verifier = verifier
@@ -363,17 +389,20 @@ class _Run:
             first = await self._generate_attempt(
                 task.openai_messages(), index=0, branch=0, instr=None
             )
+        first, verdict = await self._verify(first)
         attempts: list[Attempt] = [first]
-        verdicts: list[Verdict] = [await self._verify(first)]
+        verdicts: list[Verdict] = [verdict]
         reflections: list[Reflection] = []
         groups: list[ReflectionGroup] = []
 
         while not verdicts[-1].passed and len(attempts) <= options.max_retries:
             failed_index = len(attempts) - 1
             if not options.reflect:
-                attempt = await self._plain_retry(attempts, verdicts[-1])
+                attempt, verdict = await self._verify(
+                    await self._plain_retry(attempts, verdicts[-1])
+                )
                 attempts.append(attempt)
-                verdicts.append(await self._verify(attempt))
+                verdicts.append(verdict)
                 continue
             instruction = self._reflection_instruction(verdicts[-1])
             prompt = reflection_messages(task, attempts, reflections, instruction)
@@ -401,7 +430,7 @@ class _Run:
             model=engine.model,
             model_revision=engine.model_revision,
             response_model=self.response_model,
-            sampling=engine.sampling,
+            sampling=self.sampling,
             options=options,
             prompt_versions=self.prompt_versions,
             attempts=attempts,
@@ -446,7 +475,7 @@ class _Run:
         return retry.text
 
     async def _call(
-        self, messages: list[dict[str, Any]], *, stage: str, branch: int
+        self, messages: list[dict[str, Any]], *, stage: str, index: int, branch: int
     ) -> ModelOutput:
         engine = self.engine
         self.stage = stage
@@ -455,11 +484,37 @@ class _Run:
         # A reflection is prose: keep the tools visible (the conversation mentions them) but
         # forbid calling one.
         tool_choice = "none" if reflection and tools else None
-        params = engine.sampling.request_params(reflection=reflection)
+        params = self.sampling.request_params(reflection=reflection)
+        if reflection:
+            params.pop("response_format", None)  # a reflection is prose, never the JSON answer
         if self.task.chat_template_kwargs:
             params["chat_template_kwargs"] = dict(self.task.chat_template_kwargs)
 
+        streaming = getattr(engine.client, "stream", None) if engine.stream_tokens else None
+
+        async def delta(text: str) -> None:
+            await self.emit(
+                TokenDelta(
+                    trajectory_id=self.id,
+                    task_id=self.task.id,
+                    stage=stage,
+                    index=index,
+                    branch=branch,
+                    text=text,
+                )
+            )
+
         async def once() -> ModelOutput:
+            if streaming is not None:
+                out: ModelOutput = await streaming(
+                    messages,
+                    params=params,
+                    on_delta=delta,
+                    tools=tools,
+                    tool_choice=tool_choice,
+                    timeout=engine.timeout_s,
+                )
+                return out
             return await engine.client.complete(
                 messages,
                 params=params,
@@ -490,7 +545,7 @@ class _Run:
         self, messages: list[dict[str, Any]], *, index: int, branch: int, instr: str | None
     ) -> Attempt:
         started = utcnow()
-        output = await self._call(messages, stage="attempt", branch=branch)
+        output = await self._call(messages, stage="attempt", index=index, branch=branch)
         attempt = Attempt.from_output(
             output, index=index, branch=branch, instruction=instr, started_at=started
         )
@@ -500,20 +555,35 @@ class _Run:
         )
         return attempt
 
-    async def _verify(self, attempt: Attempt) -> Verdict:
+    async def _verify(self, attempt: Attempt) -> tuple[Attempt, Verdict]:
+        """Judge the attempt; when it passes and tools are to be run, run its calls. Returns the
+        attempt (with its tool results, when run) and the verdict."""
         self.stage = "verify"
         start = time.perf_counter()
-        result = await self.verifier.judge(attempt.as_output(), self.task)
+        output = attempt.as_output()
+        result = await self.verifier.judge(output, self.task)
+        judged_by = self.verifier.type
+        if result.passed and self.execute_tools is not None and attempt.tool_calls:
+            self.stage = "tools"
+            outcome = await self.execute_tools(output, self.task)
+            attempt = attempt.model_copy(update={"tool_results": outcome.results})
+            if outcome.error is not None:
+                judged_by = "tool_execution"
+                result = Verdict(
+                    passed=False,
+                    feedback=outcome.error,
+                    details={"error_type": "tool_error", "tool": outcome.tool},
+                )
         verdict = result.model_copy(
             update={
-                "verifier": self.verifier.type,
+                "verifier": judged_by,
                 "attempt_index": attempt.index,
                 "branch": attempt.branch,
                 "latency_s": time.perf_counter() - start,
             }
         )
         await self.emit(Verified(trajectory_id=self.id, task_id=self.task.id, verdict=verdict))
-        return verdict
+        return attempt, verdict
 
     async def _branch(
         self, prompt: list[dict[str, Any]], instruction: str, failed_index: int, *, branch: int
@@ -525,7 +595,7 @@ class _Run:
             )
         )
         started = utcnow()
-        output = await self._call(prompt, stage="reflection", branch=branch)
+        output = await self._call(prompt, stage="reflection", index=failed_index, branch=branch)
         prompt_name = self.engine.prompts.get("reflection", task.family).name
         reflection = Reflection.from_output(
             output,
@@ -546,10 +616,11 @@ class _Run:
                 trajectory_id=self.id, task_id=task.id, index=failed_index + 1, branch=branch
             )
         )
-        attempt = await self._generate_attempt(
-            messages, index=failed_index + 1, branch=branch, instr=retry_instruction
+        attempt, verdict = await self._verify(
+            await self._generate_attempt(
+                messages, index=failed_index + 1, branch=branch, instr=retry_instruction
+            )
         )
-        verdict = await self._verify(attempt)
         return Candidate(
             branch=branch,
             reflection=reflection,

@@ -9,6 +9,9 @@ Every error rrr raises on purpose derives from :class:`RRRError`::
     │   └── LogFileError ........ a trajectory log line is not a valid record
     ├── VerifierSpecError ....... a verifier spec cannot be built (unknown type, bad fields)
     ├── VerifierError ........... a verifier crashed while judging (a bug, not a verdict)
+    ├── ToolError ............... raised by a tool the SDK runs: the call failed, with this message
+    │                             as the attempt's feedback (any other exception from a tool does
+    │                             the same, with its type named)
     ├── MissingExtraError ....... an optional part needs an extra that is not installed
     ├── ServeError .............. a model server could not start, was refused, or died
     ├── InfrastructureError ..... calling the model failed; says nothing about the task
@@ -48,6 +51,7 @@ __all__ = [
     "ServeError",
     "ServerError",
     "TaskFileError",
+    "ToolError",
     "VerificationFailed",
     "VerifierError",
     "VerifierSpecError",
@@ -92,6 +96,11 @@ class VerifierSpecError(RRRError):
 
 class VerifierError(RRRError):
     """A verifier raised while judging. This is a bug in the verifier, not a failed attempt."""
+
+
+class ToolError(RRRError):
+    """Raise it from a tool to declare that the call failed: the attempt fails, and the message
+    is its feedback (shown to the model before it reflects)."""
 
 
 class MissingExtraError(RRRError, ImportError):
@@ -166,10 +175,13 @@ class VerificationFailed(RRRError):
     """Every attempt failed verification (raised only when the caller asks for it).
 
     ``trajectory`` carries every attempt, verdict and reflection, and the total token usage.
+    ``trajectories`` holds every trajectory of the turn, the failed one last (an agent's earlier
+    steps come first).
     """
 
-    def __init__(self, trajectory: Trajectory):
+    def __init__(self, trajectory: Trajectory, *, earlier: list[Trajectory] | None = None):
         self.trajectory = trajectory
+        self.trajectories = [*(earlier or []), trajectory]
         n = len(trajectory.attempts)
         last = trajectory.verdicts[-1].feedback if trajectory.verdicts else ""
         usage = trajectory.total_usage()

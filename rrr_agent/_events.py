@@ -12,6 +12,10 @@ Order for one task (k = 1)::
     RunFinished            (or RunFailed when an infrastructure error ended the run)
 
 ``TransportRetry`` may appear between a ``...Started`` and its ``...Finished``.
+
+With token streaming on (``Engine(stream=True)``), ``TokenDelta`` events carry the text of an
+attempt or a reflection as it is generated, between its ``...Started`` and ``...Finished``. A
+``TransportRetry`` after some deltas means the call starts over: discard that call's deltas.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ __all__ = [
     "RunFailed",
     "RunFinished",
     "RunStarted",
+    "TokenDelta",
     "TransportRetry",
+    "TurnFinished",
     "Verified",
 ]
 
@@ -112,6 +118,17 @@ class GroupFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TokenDelta(Event):
+    """New text of the call in progress (token streaming). ``stage`` is "attempt" or
+    "reflection"; ``index`` is the attempt's index, or for a reflection the attempt it follows."""
+
+    stage: str
+    index: int
+    branch: int = 0
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TransportRetry(Event):
     """A model call failed with a retryable infrastructure error and will be retried."""
 
@@ -134,6 +151,14 @@ class RunFailed(Event):
     error: str
     error_type: str
     stage: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnFinished(Event):
+    """An SDK turn is over (``Agent.stream``): ``result`` is the ``AgentResult``; the ids are
+    those of its last step."""
+
+    result: Any
 
 
 E = TypeVar("E", bound=Event)

@@ -9,6 +9,7 @@ own custom providers such as ``scripted/...``). Every failure to get an answer i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 import time
@@ -26,7 +27,7 @@ from ._errors import (
     RateLimited,
     ServerError,
 )
-from ._providers import ensure_provider, import_litellm
+from ._providers import Provider, ensure_provider, import_litellm, provider_for
 from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 
 __all__ = [
@@ -240,17 +241,13 @@ class LiteLLMClient:
         self.api_key = api_key
         self.extra = dict(extra or {})
 
-    async def complete(
+    def _kwargs(
         self,
-        messages: list[dict[str, Any]],
-        *,
         params: dict[str, Any],
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | None = None,
-        timeout: float | None = None,
-    ) -> ModelOutput:
-        litellm = import_litellm()
-        ensure_provider(self.model)
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {**self.extra, **params}
         if tools:
             kwargs["tools"] = tools
@@ -262,10 +259,25 @@ class LiteLLMClient:
             kwargs["api_key"] = self.api_key
         if timeout is not None:
             kwargs["timeout"] = timeout
+        # The openai SDK underneath would otherwise retry twice on its own: RetryPolicy owns it.
+        kwargs["max_retries"] = 0
+        return kwargs
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        params: dict[str, Any],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelOutput:
+        litellm = import_litellm()
+        ensure_provider(self.model)
+        kwargs = self._kwargs(params, tools, tool_choice, timeout)
         start = time.perf_counter()
         try:
-            # max_retries=0: the openai SDK underneath would otherwise retry twice on its own.
-            call = litellm.acompletion(model=self.model, messages=messages, max_retries=0, **kwargs)
+            call = litellm.acompletion(model=self.model, messages=messages, **kwargs)
             if timeout is not None:
                 # A guard in case a provider ignores its timeout: a hung call is infrastructure.
                 response = await asyncio.wait_for(call, timeout + 5.0)
@@ -276,6 +288,91 @@ class LiteLLMClient:
         except Exception as exc:
             raise map_litellm_error(exc, self.model) from exc
         return parse_response(response, model=self.model, latency_s=time.perf_counter() - start)
+
+    async def stream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        params: dict[str, Any],
+        on_delta: Callable[[str], Awaitable[None] | None],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelOutput:
+        """Like :meth:`complete`, calling ``on_delta(text)`` for each piece of text as it arrives.
+
+        ``timeout`` bounds the wait for the first chunk and between chunks (a stream that stops
+        is a :class:`ModelTimeout`), so a long answer that keeps flowing is never cut.
+        """
+        provider = provider_for(self.model)
+        if provider is not None:
+            return await self._stream_in_process(
+                provider, messages, params, on_delta, tools, tool_choice, timeout
+            )
+        litellm = import_litellm()
+        kwargs = self._kwargs(params, tools, tool_choice, timeout)
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+        start = time.perf_counter()
+        chunks: list[Any] = []
+        guard = timeout + 5.0 if timeout is not None else None
+        try:
+            response = await asyncio.wait_for(
+                litellm.acompletion(model=self.model, messages=messages, **kwargs), guard
+            )
+            iterator = response.__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(iterator.__anext__(), guard)
+                except StopAsyncIteration:
+                    break
+                chunks.append(chunk)
+                choices = getattr(chunk, "choices", None) or []
+                delta = getattr(choices[0], "delta", None) if choices else None
+                text = getattr(delta, "content", None) if delta is not None else None
+                if text:
+                    result = on_delta(text)
+                    if inspect.isawaitable(result):
+                        await result
+            if not chunks:
+                raise MalformedResponse(f"{self.model}: the stream ended empty", model=self.model)
+            response = litellm.stream_chunk_builder(chunks, messages=messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise map_litellm_error(exc, self.model) from exc
+        return parse_response(response, model=self.model, latency_s=time.perf_counter() - start)
+
+    async def _stream_in_process(
+        self,
+        provider: Provider,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        on_delta: Callable[[str], Awaitable[None] | None],
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | None,
+        timeout: float | None,
+    ) -> ModelOutput:
+        """A custom provider runs in this process: stream from it directly (litellm would only
+        re-chunk it). Without a ``stream`` function, the whole text is one delta."""
+        name = self.model.split("/", 1)[1]
+        start = time.perf_counter()
+        kwargs: dict[str, Any] = {"params": dict(params), "tools": tools,
+                                  "tool_choice": tool_choice, "timeout": timeout}  # fmt: skip
+        try:
+            if provider.stream is not None:
+                output = await provider.stream(name, messages, on_delta=on_delta, **kwargs)
+            else:
+                output = await provider.complete(name, messages, **kwargs)
+                if output.text:
+                    result = on_delta(output.text)
+                    if inspect.isawaitable(result):
+                        await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise map_litellm_error(exc, self.model) from exc
+        return output.model_copy(update={"latency_s": time.perf_counter() - start})
 
 
 def resolve_client(

@@ -5,21 +5,26 @@ A custom provider answers model strings ``<prefix>/<name>`` inside this process:
 ship with rrr. Providers come from a table, never from hard-coded checks:
 
 1. :func:`register_provider` (in this process);
-2. :data:`BUILTIN_PROVIDERS` (``prefix → "module:function"``, imported on first use);
-3. the ``rrr_agent.providers`` entry-point group of installed packages.
+2. :data:`BUILTIN_PROVIDERS` (``prefix → module``, imported on first use);
+3. the ``rrr_agent.providers`` entry-point group of installed packages (``prefix = module``).
 
-A provider is one async function ``complete(name, messages, *, params, tools, tool_choice,
-timeout) -> ModelOutput``. It is wrapped into a litellm ``CustomLLM``, so the engine sees it like
-any other model string, and its failures may be raised as litellm exceptions, which
-:func:`~rrr_agent._models.map_litellm_error` turns into rrr's typed errors. Nothing here imports a
-provider module until a model string with its prefix is used.
+A provider is an async function ``complete(name, messages, *, params, tools, tool_choice,
+timeout) -> ModelOutput`` and, optionally, ``stream(...)`` with the same arguments plus
+``on_delta(text)``, returning the whole output at the end. A provider module exposes them under
+those names. ``complete`` is wrapped into a litellm ``CustomLLM``, so the engine sees the model
+like any other model string; failures may be raised as litellm exceptions, which
+:func:`~rrr_agent._models.map_litellm_error` turns into rrr's typed errors. Streaming calls reach
+``stream`` directly (the provider runs in this process anyway). Nothing here imports a provider
+module until a model string with its prefix is used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
@@ -29,19 +34,22 @@ from ._types import ModelOutput, ToolCall
 __all__ = [
     "BUILTIN_PROVIDERS",
     "ENTRY_POINT_GROUP",
+    "Provider",
     "ProviderComplete",
     "ensure_provider",
     "import_litellm",
     "openai_tool_calls",
+    "provider_for",
     "register_provider",
 ]
 
 ENTRY_POINT_GROUP = "rrr_agent.providers"
 
-#: The providers that ship with rrr: model-string prefix → ``module:function``.
+#: The providers that ship with rrr: model-string prefix → module exposing ``complete``
+#: (and ``stream``).
 BUILTIN_PROVIDERS: dict[str, str] = {
-    "local": "rrr_agent.local:complete",
-    "scripted": "rrr_agent._scripted:complete",
+    "local": "rrr_agent.local",
+    "scripted": "rrr_agent._scripted",
 }
 
 
@@ -58,8 +66,14 @@ class ProviderComplete(Protocol):
     ) -> Awaitable[ModelOutput]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Provider:
+    complete: ProviderComplete
+    stream: Callable[..., Awaitable[ModelOutput]] | None = None
+
+
 _litellm: Any = None
-_registered: dict[str, ProviderComplete] = {}
+_registered: dict[str, Provider] = {}
 _installed: set[str] = set()
 _not_custom: set[str] = set()
 
@@ -81,14 +95,22 @@ def import_litellm() -> Any:
     return litellm
 
 
-def register_provider(prefix: str, complete: ProviderComplete) -> None:
-    """Serve model strings ``<prefix>/<name>`` with ``complete`` in this process."""
-    _registered[prefix] = complete
+def register_provider(
+    prefix: str,
+    complete: ProviderComplete,
+    stream: Callable[..., Awaitable[ModelOutput]] | None = None,
+) -> None:
+    """Serve model strings ``<prefix>/<name>`` with ``complete`` (and ``stream``) here."""
+    _registered[prefix] = Provider(complete, stream)
     _installed.discard(prefix)
     _not_custom.discard(prefix)
 
 
-def _lookup(prefix: str) -> ProviderComplete | None:
+def provider_for(model: str) -> Provider | None:
+    """The custom provider that answers ``model``, or None for litellm's own providers."""
+    prefix, sep, _ = model.partition("/")
+    if not sep or prefix in _not_custom:
+        return None
     if prefix in _registered:
         return _registered[prefix]
     target = BUILTIN_PROVIDERS.get(prefix)
@@ -98,31 +120,31 @@ def _lookup(prefix: str) -> ProviderComplete | None:
                 target = ep.value
                 break
     if target is None:
+        _not_custom.add(prefix)
         return None
-    from .verifiers import import_dotted
-
     try:
-        fn = import_dotted(target)
+        module = importlib.import_module(target)
     except Exception as exc:
         raise ConfigError(f"model provider {prefix!r} ({target}) cannot be loaded: {exc}") from exc
-    if not callable(fn):
-        raise ConfigError(f"model provider {prefix!r} ({target}) is not callable")
-    complete: ProviderComplete = fn
-    return complete
+    complete = getattr(module, "complete", None)
+    if not callable(complete):
+        raise ConfigError(f"model provider {prefix!r} ({target}) has no complete() function")
+    provider = Provider(complete, getattr(module, "stream", None))
+    _registered[prefix] = provider
+    return provider
 
 
 def ensure_provider(model: str) -> None:
     """Install the custom provider that answers ``model``, if one does (litellm's own providers,
     such as ``openai/`` or ``hosted_vllm/``, need nothing)."""
-    prefix, sep, _ = model.partition("/")
-    if not sep or prefix in _installed or prefix in _not_custom:
+    prefix = model.partition("/")[0]
+    if prefix in _installed:
         return
-    complete = _lookup(prefix)
-    if complete is None:
-        _not_custom.add(prefix)
+    provider = provider_for(model)
+    if provider is None:
         return
     litellm = import_litellm()
-    handler = _handler_class(litellm)(prefix, complete)
+    handler = _handler_class(litellm)(prefix, provider.complete)
     litellm.custom_provider_map = [
         p for p in litellm.custom_provider_map if p.get("provider") != prefix
     ] + [{"provider": prefix, "custom_handler": handler}]

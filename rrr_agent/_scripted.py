@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -275,3 +276,24 @@ async def complete(
     if tool_choice:
         recorded["tool_choice"] = tool_choice
     return await _build(scripted, messages, recorded, timeout)
+
+
+async def stream(
+    name: str,
+    messages: list[dict[str, Any]],
+    *,
+    params: dict[str, Any],
+    on_delta: Callable[[str], Any],
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+    timeout: float | None = None,
+) -> ModelOutput:
+    """The ``scripted/<name>`` provider's streaming call: the reply's text, word by word."""
+    output = await complete(
+        name, messages, params=params, tools=tools, tool_choice=tool_choice, timeout=timeout
+    )
+    for piece in re.findall(r"\s*\S+", output.text or ""):
+        sent = on_delta(piece)
+        if asyncio.iscoroutine(sent):
+            await sent
+    return output

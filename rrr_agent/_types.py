@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 #: Version of the trajectory record layout. Bump it on any change a reader must know about.
-SCHEMA_VERSION = 1
+#: 2: ``Attempt.tool_results`` (the SDK ran the attempt's tool calls). Version-1 records read as
+#: they are (the new field is optional).
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -283,9 +285,14 @@ class Generation(_Model):
 
 
 class Attempt(Generation):
-    """An answer to the task. ``index`` 0 is the first try, 1 the first retry, and so on."""
+    """An answer to the task. ``index`` 0 is the first try, 1 the first retry, and so on.
+
+    ``tool_results`` holds, when the runtime ran the attempt's tool calls (the SDK), one result
+    text per call, in order: what the tool returned, or the error that made the attempt fail.
+    """
 
     index: int = 0
+    tool_results: list[str] | None = None
 
 
 class Reflection(Generation):

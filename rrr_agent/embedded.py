@@ -43,6 +43,7 @@ __all__ = [
     "info",
     "is_transcript_template",
     "local_models",
+    "model_or_embedded",
     "prepare",
     "prepare_for",
     "use_shipped_transcript",
@@ -304,6 +305,11 @@ def prepare(*, force: bool = False, progress: Progress | None = None) -> Path:
             raise
     say(f"ready: {target}")
     return target
+
+
+def model_or_embedded(model: str | None) -> str:
+    """The model string to use: ``model``, else the embedded model (the default everywhere)."""
+    return model or EMBEDDED_MODEL_STRING
 
 
 def prepare_for(model: str, progress: Progress | None = None) -> None:

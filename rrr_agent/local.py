@@ -24,6 +24,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,9 @@ from typing import Any, cast
 
 from ._errors import MissingExtraError, ModelRequestError, ModelTimeout, ServerError
 from ._providers import import_litellm
-from ._types import ModelOutput, Usage
+from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 
-__all__ = ["LocalModel", "complete", "load_local_model"]
+__all__ = ["LocalModel", "complete", "load_local_model", "stream"]
 
 PROVIDER = "local"
 TRANSCRIPT_STOP = ["\nUser:"]
@@ -55,6 +56,9 @@ class _Request:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     future: Future[ModelOutput] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
+    #: Token streaming: called (on the worker thread) with each new piece of the answer's text.
+    on_text: Callable[[str], None] | None = None
+    sent: str = ""
 
     def key(self) -> tuple[Any, ...]:
         return (
@@ -135,6 +139,43 @@ class LocalModel:
         self._queue.put(request)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(request.future), timeout)
+        except TimeoutError:
+            raise ModelTimeout(
+                f"{self.model}: no reply within {timeout}s", model=self.model
+            ) from None
+
+    async def stream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        params: dict[str, Any],
+        on_delta: Callable[[str], Any],
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelOutput:
+        """:meth:`complete`, with ``on_delta(text)`` called as tokens are generated (batched
+        requests stream too). Text that a stop string may still cut is held back until it is
+        safe, so the deltas always add up to the final text."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        request = self._request(messages, params, tools if tool_choice != "none" else None)
+
+        def on_text(text: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        request.on_text = on_text
+        result = asyncio.wrap_future(request.future)
+        # Scheduled after every delta the worker sent before it set the result (FIFO).
+        result.add_done_callback(lambda _f: pieces.put_nowait(None))
+        self._queue.put(request)
+        try:
+            async with asyncio.timeout(timeout):
+                while (piece := await pieces.get()) is not None:
+                    sent = on_delta(piece)
+                    if asyncio.iscoroutine(sent):
+                        await sent
+                return await result
         except TimeoutError:
             raise ModelTimeout(
                 f"{self.model}: no reply within {timeout}s", model=self.model
@@ -241,10 +282,12 @@ class LocalModel:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         if first.seed is not None:
             torch.manual_seed(int(first.seed))
+        prompt_len = enc["input_ids"].shape[1]
+        if any(r.on_text is not None for r in group):
+            kwargs["logits_processor"] = [self._streamer(group, prompt_len)]
         with torch.inference_mode():
             out = self.lm.generate(**enc, **kwargs)
         self.batches += 1
-        prompt_len = enc["input_ids"].shape[1]
         latency = time.perf_counter() - start
         results = []
         for i, req in enumerate(group):
@@ -257,17 +300,18 @@ class LocalModel:
                     gen = gen[:j]
                     finish = "stop"
                     break
-            text = str(self.tokenizer.decode(gen, skip_special_tokens=True))
-            for s in req.stop:
-                cut = text.find(s)
-                if cut != -1:
-                    text = text[:cut]
-                    finish = "stop"
+            text, stopped = self._visible(gen, req.stop, cut_eos=False)  # gen is cut already
+            if stopped:
+                finish = "stop"
+            if req.on_text is not None and text.startswith(req.sent) and text != req.sent:
+                req.on_text(text[len(req.sent) :])  # what was held back, now final
+            calls = _tool_calls(text, req.tools) if req.tools else None
             prompt_tokens = int(enc["attention_mask"][i].sum())
             results.append(
                 ModelOutput(
-                    text=text.strip(),
-                    finish_reason=finish,
+                    text=None if calls else text,
+                    tool_calls=calls,
+                    finish_reason="tool_calls" if calls else finish,
                     usage=Usage(
                         prompt_tokens=prompt_tokens,
                         completion_tokens=len(gen),
@@ -278,6 +322,83 @@ class LocalModel:
                 )
             )
         return results
+
+    def _visible(
+        self, gen: list[int], stops: tuple[str, ...], *, cut_eos: bool = True
+    ) -> tuple[str, bool]:
+        """The answer's text so far: cut at an end token and at the first stop string, stripped.
+        Says whether a stop string cut it."""
+        for j, tok in enumerate(gen):
+            if cut_eos and (tok in self.eos_ids or tok == self.tokenizer.pad_token_id):
+                gen = gen[:j]
+                break
+        text = str(self.tokenizer.decode(gen, skip_special_tokens=True))
+        stopped = False
+        for stop in stops:
+            cut = text.find(stop)
+            if cut != -1:
+                text, stopped = text[:cut], True
+        return text.strip(), stopped
+
+    def _streamer(self, group: list[_Request], prompt_len: int) -> Any:
+        """A logits processor that only watches: each step, it sends every streaming request the
+        text its row has gained (minus a tail that a stop string could still cut)."""
+        from transformers import LogitsProcessor
+
+        model = self
+
+        class Streamer(LogitsProcessor):
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                for row, req in enumerate(group):
+                    if req.on_text is None:
+                        continue
+                    text, stopped = model._visible(input_ids[row, prompt_len:].tolist(), req.stop)
+                    if not stopped:
+                        text = _hold_back(text, req.stop)
+                    if text.startswith(req.sent) and len(text) > len(req.sent):
+                        req.on_text(text[len(req.sent) :])
+                        req.sent = text
+                return scores
+
+        return Streamer()
+
+
+def _hold_back(text: str, stops: tuple[str, ...]) -> str:
+    """``text`` without a trailing part that could be the start of a stop string (or trailing
+    white space, which the final answer strips)."""
+    cut = len(text)
+    for stop in stops:
+        for n in range(min(len(stop), len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                cut = min(cut, len(text) - n)
+                break
+    return text[:cut].rstrip()
+
+
+def _tool_calls(text: str, tools: list[dict[str, Any]]) -> list[ToolCall] | None:
+    """Structured calls from Python-call text (``[get_weather(city="Paris")]``), the way a base
+    model writes them and vLLM's ``pythonic`` tool parser reads them; None when the text is not
+    a call list of offered tools."""
+    import json
+
+    from .verifiers.bfcl_ast import DecodeError, parse_python_calls, resolve_names
+    from .verifiers.toolcalls import offered_tools
+
+    offered = offered_tools(tools)
+    try:
+        calls, _ignored = parse_python_calls(text)
+    except (DecodeError, RecursionError, ValueError):
+        return None
+    calls = resolve_names(calls, [{"name": n} for n in offered])
+    if not calls or any(name not in offered for name, _ in calls):
+        return None
+    try:
+        return [
+            ToolCall(id=f"call_{i}", function=FunctionCall(name=name, arguments=json.dumps(args)))
+            for i, (name, args) in enumerate(calls)
+        ]
+    except (TypeError, ValueError):  # a value JSON cannot hold
+        return None
 
 
 def _as_list(value: Any) -> list[int]:
@@ -329,6 +450,16 @@ def load_local_model(name: str) -> LocalModel:
         return model
 
 
+async def _load(name: str) -> LocalModel:
+    try:
+        return await asyncio.to_thread(load_local_model, name)
+    except ModelRequestError as exc:
+        litellm = import_litellm()
+        raise litellm.exceptions.NotFoundError(
+            message=str(exc), llm_provider=PROVIDER, model=f"{PROVIDER}/{name}"
+        ) from exc
+
+
 async def complete(
     name: str,
     messages: list[dict[str, Any]],
@@ -343,14 +474,27 @@ async def complete(
     A base model writes tool calls as Python-call text in ``text`` (the BFCL verifier reads it),
     never as structured tool calls.
     """
-    try:
-        local = await asyncio.to_thread(load_local_model, name)
-    except ModelRequestError as exc:
-        litellm = import_litellm()
-        raise litellm.exceptions.NotFoundError(
-            message=str(exc), llm_provider=PROVIDER, model=f"{PROVIDER}/{name}"
-        ) from exc
+    local = await _load(name)
     out = await local.complete(
         messages, params=params, tools=tools, tool_choice=tool_choice, timeout=timeout
     )
+    return out.model_copy(update={"response_model": local.model})
+
+
+async def stream(
+    name: str,
+    messages: list[dict[str, Any]],
+    *,
+    params: dict[str, Any],
+    on_delta: Callable[[str], Any],
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | None = None,
+    timeout: float | None = None,
+) -> ModelOutput:
+    """The ``local/<name>`` provider's streaming call: tokens as they are generated."""
+    local = await _load(name)
+    out = await local.stream(
+        messages, params=params, on_delta=on_delta, tools=tools, tool_choice=tool_choice,
+        timeout=timeout,
+    )  # fmt: skip
     return out.model_copy(update={"response_model": local.model})

@@ -23,7 +23,7 @@ from typing import Any
 from ._providers import openai_tool_calls
 from ._types import FunctionCall, ToolCall
 
-__all__ = ["StubOpenAIServer", "StubResponse"]
+__all__ = ["AppServer", "StubOpenAIServer", "StubResponse"]
 
 
 @dataclass(slots=True)
@@ -77,11 +77,78 @@ def _completion(req: dict[str, Any], resp: StubResponse, counter: int) -> dict[s
     }
 
 
+async def _stream(body: dict[str, Any], include_usage: bool) -> Any:
+    """A completion as OpenAI stream chunks: the text word by word, then the finish, usage."""
+    import re
+
+    base = {k: body[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    choice = body["choices"][0]
+    text = choice["message"].get("content") or ""
+    for i, piece in enumerate(re.findall(r"\s*\S+", text)):
+        delta = {"content": piece} | ({"role": "assistant"} if i == 0 else {})
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+    yield f"data: {json.dumps(end)}\n\n"
+    if include_usage:
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': body['usage']})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+class AppServer:
+    """Any ASGI app served by uvicorn on 127.0.0.1 in a background thread (a context manager);
+    ``port`` is the one it got (0 picks a free one)."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0):
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> AppServer:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, host=self.host, port=self.port, log_level="warning", backlog=512,
+            timeout_graceful_shutdown=1,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(target=server.run, name="rrr-app-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the app server did not start")
+            time.sleep(0.01)
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> AppServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class StubOpenAIServer:
     """A real HTTP server in a background thread; a context manager. ``base_url`` ends in /v1.
 
     ``requests`` holds every chat-completion request body received, in order, and ``headers``
-    their HTTP headers (lower-case names).
+    their HTTP headers (lower-case names). ``disconnects`` counts requests whose client went away
+    while a planned delay was running. A request with ``"stream": true`` is answered as an SSE
+    stream, word by word.
     """
 
     def __init__(
@@ -98,6 +165,7 @@ class StubOpenAIServer:
         self.port = port
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.disconnects = 0
         self._counter = 0
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -113,7 +181,7 @@ class StubOpenAIServer:
         """The Starlette app (also usable in-process with an ASGI test client)."""
         from starlette.applications import Starlette
         from starlette.requests import Request
-        from starlette.responses import JSONResponse, Response
+        from starlette.responses import JSONResponse, Response, StreamingResponse
         from starlette.routing import Route
 
         async def models(_request: Request) -> Response:
@@ -129,8 +197,12 @@ class StubOpenAIServer:
             self.requests.append(req)
             self.headers.append(dict(request.headers))
             resp = self.planned.popleft() if self.planned else self.default
-            if resp.delay_s:
-                await asyncio.sleep(resp.delay_s)
+            deadline = time.monotonic() + resp.delay_s
+            while time.monotonic() < deadline:  # a slow upstream that notices a client leaving
+                if await request.is_disconnected():
+                    self.disconnects += 1
+                    return Response(status_code=499)
+                await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
             self._counter += 1
             if resp.body is not None:
                 return Response(
@@ -147,6 +219,12 @@ class StubOpenAIServer:
                     headers=resp.headers,
                 )
             body = _completion(req, resp, self._counter)
+            if req.get("stream"):
+                return StreamingResponse(
+                    _stream(body, bool((req.get("stream_options") or {}).get("include_usage"))),
+                    media_type="text/event-stream",
+                    headers=resp.headers,
+                )
             return JSONResponse(body, headers=resp.headers)
 
         return Starlette(
@@ -157,34 +235,13 @@ class StubOpenAIServer:
         )
 
     def start(self) -> StubOpenAIServer:
-        import uvicorn
-
-        config = uvicorn.Config(
-            self.app(),
-            host=self.host,
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            backlog=512,
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(target=server.run, name="stub-openai", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("stub server did not start")
-            time.sleep(0.01)
-        self.port = server.servers[0].sockets[0].getsockname()[1]
+        self._server = AppServer(self.app(), host=self.host, port=self.port).start()
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+            self._server.stop()
 
     def __enter__(self) -> StubOpenAIServer:
         return self.start()

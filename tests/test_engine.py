@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from rrr_agent import (
+    SCHEMA_VERSION,
     AttemptFinished,
     AttemptStarted,
     Engine,
@@ -536,7 +537,7 @@ def test_trajectory_roundtrip_and_verifier_rebuilt_from_log(
     assert loaded.response_model == scripted.model
     assert loaded.rrr_version
     raw = json.loads((tmp_path / "t.jsonl").read_text())
-    assert raw["schema_version"] == 1 and raw["kind"] == "trajectory"
+    assert raw["schema_version"] == SCHEMA_VERSION == 2 and raw["kind"] == "trajectory"
     # The trainer can rebuild the judge from the record alone and get the same verdicts.
     verifier = build_verifier(loaded.task.verifier)
     for attempt, verdict in zip(loaded.attempts, loaded.verdicts, strict=True):

@@ -144,6 +144,11 @@ def build_failure_set(
             if traj.verdicts[0].passed:
                 report.skipped["first attempt passed"] += 1
                 continue
+            if traj.verdicts[0].verifier == "tool_execution":
+                # The SDK ran the tool and it failed; the logged spec never re-runs tools, so the
+                # reward could not tell a better retry from a worse one.
+                report.skipped["tool execution failed (the spec does not re-run tools)"] += 1
+                continue
             report.failures += 1
             try:
                 build_verifier(traj.task.verifier)

@@ -16,6 +16,7 @@ import typer
 from . import config, logs, model, serve, tasks, train, verify
 from ._common import err
 from .eval import eval_command
+from .proxy import proxy
 from .run import run
 
 __all__ = ["app", "main"]
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.command()(run)
 app.command("eval")(eval_command)
+app.command("proxy")(proxy)
 app.add_typer(logs.app, name="logs")
 app.add_typer(config.app, name="config")
 app.add_typer(tasks.app, name="tasks")

@@ -1,4 +1,5 @@
-"""Simple verifiers: exact match, regular expression, substring, and a Python callable."""
+"""Simple verifiers: exact match, regular expression, substring, a Python callable, every one of
+several verifiers (``all``), and ``accept`` (no check)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import re
 import unicodedata
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from .._errors import VerifierSpecError
-from .._types import ModelOutput, Task, Verdict
-from ._base import Verifier, call_signature_kwargs, import_dotted, register_verifier
+from .._types import ModelOutput, Task, Verdict, VerifierSpec
+from ._base import Verifier, build_verifier, call_signature_kwargs, import_dotted, register_verifier
 
-__all__ = ["ContainsVerifier", "ExactVerifier", "PythonVerifier", "RegexVerifier"]
+__all__ = [
+    "AcceptVerifier",
+    "AllVerifier",
+    "ContainsVerifier",
+    "ExactVerifier",
+    "PythonVerifier",
+    "RegexVerifier",
+]
 
 
 def _normalize(text: str, *, case_sensitive: bool, collapse_whitespace: bool) -> str:
@@ -196,3 +204,44 @@ def _coerce(result: Any, path: str) -> Verdict:
         f"verifier function {path} returned {type(result).__name__}; expected bool, "
         "(bool, feedback), Verdict or a dict with 'passed'"
     )
+
+
+@register_verifier
+class AcceptVerifier(Verifier):
+    """Passes every output: no check (a chat turn with nothing to verify). Nothing is ever
+    retried, and such trajectories give the trainer no failures."""
+
+    type: ClassVar[str] = "accept"
+
+    def verify(self, output: ModelOutput, task: Task) -> Verdict:
+        return Verdict(passed=True)
+
+
+@register_verifier
+class AllVerifier(Verifier):
+    """Passes when every verifier in ``verifiers`` passes; they are judged in order and the first
+    failure's feedback is the verdict's (``details.failed`` names it). ``{"type": "all",
+    "verifiers": [{"type": "tool_schema"}, {"type": "python", "path": "app.checks:ok"}]}``."""
+
+    type: ClassVar[str] = "all"
+
+    verifiers: list[dict[str, Any]] = Field(min_length=1)
+    _built: list[Verifier] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _build(self) -> AllVerifier:
+        self._built = [build_verifier(VerifierSpec(**spec)) for spec in self.verifiers]
+        return self
+
+    async def verify(self, output: ModelOutput, task: Task) -> Verdict:
+        details: dict[str, Any] = {"passed": []}
+        for i, verifier in enumerate(self._built):
+            verdict = await verifier.judge(output, task)
+            if not verdict.passed:
+                failed = {"failed": verifier.type, "index": i}
+                return Verdict(
+                    passed=False, feedback=verdict.feedback, details={**verdict.details, **failed}
+                )
+            details["passed"].append(verifier.type)
+            details.update({k: v for k, v in verdict.details.items() if k not in details})
+        return Verdict(passed=True, details=details)
