@@ -44,6 +44,8 @@ def test_public_api_is_stable() -> None:
     # Changing the public surface must be a deliberate edit of this list.
     expected = {
         "SCHEMA_VERSION",
+        "Agent",
+        "AgentResult",
         "Attempt",
         "AttemptFinished",
         "AttemptStarted",
@@ -96,11 +98,18 @@ def test_public_api_is_stable() -> None:
         "Summary",
         "Task",
         "TaskFileError",
+        "TokenDelta",
+        "Tool",
         "ToolCall",
+        "ToolError",
+        "ToolExecutor",
+        "ToolOutcome",
+        "ToolRunner",
         "Trajectory",
         "TrajectoryFilter",
         "TrajectoryStore",
         "TransportRetry",
+        "TurnFinished",
         "Usage",
         "VerificationFailed",
         "Verdict",
@@ -109,6 +118,7 @@ def test_public_api_is_stable() -> None:
         "VerifierError",
         "VerifierSpec",
         "VerifierSpecError",
+        "as_tool",
         "build_conversation",
         "build_verifier",
         "data_dir",
@@ -121,6 +131,7 @@ def test_public_api_is_stable() -> None:
         "require_extra",
         "retry_messages",
         "summarize",
+        "write_tasks",
     }
     assert set(rrr_agent.__all__) == expected
     for name in rrr_agent.__all__:
