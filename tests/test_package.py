@@ -239,6 +239,12 @@ def test_nothing_reads_a_folder_outside_the_project() -> None:
 TASKSET_COUNTS = {
     "arithmetic-test": 300,
     "bfcl-irrelevance": 240,
+    "bfcl-live_irrelevance": 884,
+    "bfcl-live_multiple": 1053,
+    "bfcl-live_parallel": 16,
+    "bfcl-live_parallel_multiple": 24,
+    "bfcl-live_relevance": 16,
+    "bfcl-live_simple": 258,
     "bfcl-multiple": 200,
     "bfcl-parallel": 200,
     "bfcl-parallel_multiple": 200,

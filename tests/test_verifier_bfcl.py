@@ -463,8 +463,12 @@ def test_parallel_wrong_value_cannot_find_match() -> None:
 
 
 def test_no_output_at_all_fails_for_answer_categories() -> None:
+    # BFCL decodes an empty reply to no calls ("[]") and its checker reports the count.
     task = tasks("simple_python")[0]
-    _expect(task, ModelOutput(), "ast_decoder:decoder_failed")
+    _expect(task, ModelOutput(), "simple_function_checker:wrong_count")
+    _expect(task, ModelOutput(text="  "), "simple_function_checker:wrong_count")
+    parallel = tasks("parallel")[0]
+    _expect(parallel, ModelOutput(), "parallel_function_checker_no_order:wrong_count")
     _expect(task, ModelOutput(text="The area is 25."), "ast_decoder:decoder_failed")
 
 
@@ -736,7 +740,9 @@ def test_javascript_values_must_be_strings() -> None:
 def test_spec_round_trip_and_validation() -> None:
     task = tasks("parallel")[0]
     verifier = build_verifier(task.verifier)
-    assert verifier.to_spec().to_dict() == task.verifier.to_dict()
+    # The spec it gives back holds every field (defaults too) and rebuilds the same verifier.
+    assert verifier.to_spec().to_dict() == {**task.verifier.to_dict(), "strict": False}
+    assert build_verifier(verifier.to_spec()) == verifier
     bad = copy.deepcopy(task.verifier.to_dict())
     bad["category"] = "parallel_python"
     with pytest.raises(VerifierSpecError):

@@ -76,15 +76,23 @@ def verify_bfcl(
     ] = None,
     category: Annotated[
         str | None,
-        typer.Option(help="BFCL category (e.g. simple_python); default: from each id's prefix."),
+        typer.Option(
+            help="BFCL category (simple_python, live_simple, ...); default: from each id's prefix."
+        ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Decode text exactly as BFCL does, quirks included (docs/bfcl.md)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per question.")] = False,
 ) -> None:
     """Score predictions the way BFCL's AST checker does; print per-category accuracy."""
     from ..tasksets.bfcl import score_predictions
 
     with errors_exit():
-        rows = score_predictions(questions, answers, predictions, category)
+        rows = score_predictions(questions, answers, predictions, category, strict=strict)
     if as_json:
         print("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
         return

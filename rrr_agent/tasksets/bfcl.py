@@ -1,9 +1,11 @@
 """Berkeley Function Calling Leaderboard (v4, single-turn AST categories) as rrr task sets.
 
-One set per non-live category in ``bfcl/``: ``bfcl-simple_python``, ``bfcl-multiple``,
-``bfcl-parallel``, ``bfcl-parallel_multiple``, ``bfcl-irrelevance``, ``bfcl-simple_java``,
-``bfcl-simple_javascript``. Each task keeps BFCL's id, the question messages, the functions as
-OpenAI tools, and a ``bfcl`` verifier spec holding the record's function docs and ground truth.
+One set per category in ``bfcl/``: ``bfcl-simple_python``, ``bfcl-multiple``, ``bfcl-parallel``,
+``bfcl-parallel_multiple``, ``bfcl-irrelevance``, ``bfcl-simple_java``, ``bfcl-simple_javascript``,
+and the live (user-contributed) ones, ``bfcl-live_simple``, ``bfcl-live_multiple``,
+``bfcl-live_parallel``, ``bfcl-live_parallel_multiple``, ``bfcl-live_irrelevance`` and
+``bfcl-live_relevance``. Each task keeps BFCL's id, the question messages, the functions as OpenAI
+tools, and a ``bfcl`` verifier spec holding the record's function docs and ground truth.
 
 Tools are converted the way BFCL's handlers for OpenAI-style models do it: ``dict`` → ``object``,
 ``float`` → ``number``, ``tuple`` → ``array``; ``any`` loses its type (no constraint; BFCL itself
@@ -47,7 +49,18 @@ BFCL_CATEGORIES: dict[str, tuple[str, str, int]] = {
     "irrelevance": ("irrelevance", "python", 240),
     "simple_java": ("simple", "java", 100),
     "simple_javascript": ("simple", "javascript", 50),
+    # Live (user-contributed) categories, judged by the same rules as their non-live twins;
+    # live_relevance passes on any well-formed call.
+    "live_simple": ("simple", "python", 258),
+    "live_multiple": ("multiple", "python", 1053),
+    "live_parallel": ("parallel", "python", 16),
+    "live_parallel_multiple": ("parallel_multiple", "python", 24),
+    "live_irrelevance": ("irrelevance", "python", 884),
+    "live_relevance": ("relevance", "python", 16),
 }
+
+#: Verifier categories judged without an answer file.
+NO_ANSWER = ("irrelevance", "relevance")
 
 _TYPE_TO_OPENAI = {"dict": "object", "float": "number", "tuple": "array"}
 
@@ -159,9 +172,12 @@ def _messages(record: dict[str, Any], path: Path, lineno: int) -> list[Message]:
 
 
 def _spec(
-    category: str, functions: list[dict[str, Any]], ground_truth: list[dict[str, Any]] | None
+    category: str,
+    functions: list[dict[str, Any]],
+    ground_truth: list[dict[str, Any]] | None,
+    strict: bool = False,
 ) -> VerifierSpec:
-    """The ``bfcl`` verifier spec of one record (no ground truth for irrelevance)."""
+    """The ``bfcl`` verifier spec of one record (no ground truth for (ir)relevance)."""
     verifier_category, language, _ = BFCL_CATEGORIES[category]
     spec: dict[str, Any] = {
         "type": "bfcl",
@@ -169,8 +185,10 @@ def _spec(
         "functions": functions,
         "language": language,
     }
-    if verifier_category != "irrelevance":
+    if verifier_category not in NO_ANSWER:
         spec["ground_truth"] = ground_truth
+    if strict:
+        spec["strict"] = True
     return VerifierSpec(**spec)
 
 
@@ -181,7 +199,7 @@ def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
     qpath = base / f"BFCL_v4_{category}.json"
     answers: dict[str, list[dict[str, Any]]] = {}
     apath = base / "possible_answer" / f"BFCL_v4_{category}.json"
-    if verifier_category != "irrelevance":
+    if verifier_category not in NO_ANSWER:
         for lineno, record in load_bfcl_jsonl(apath):
             gt = record.get("ground_truth")
             if not isinstance(gt, list) or not gt:
@@ -189,9 +207,11 @@ def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
             answers[record["id"]] = gt
     for lineno, record in load_bfcl_jsonl(qpath):
         functions = record.get("function")
-        if not isinstance(functions, list) or not functions:
+        if not isinstance(functions, list) or (
+            not functions and verifier_category != "irrelevance"
+        ):
             raise DataError("'function' must be a non-empty list", path=qpath, line=lineno)
-        if verifier_category != "irrelevance" and record["id"] not in answers:
+        if verifier_category not in NO_ANSWER and record["id"] not in answers:
             raise DataError(f"no answer for {record['id']!r} in {apath}", path=qpath, line=lineno)
         spec = _spec(category, functions, answers.get(record["id"]))
         try:
@@ -203,7 +223,7 @@ def bfcl_tasks(root: Path, category: str) -> Iterator[Task]:
             id=record["id"],
             family="tool_call",
             messages=_messages(record, qpath, lineno),
-            tools=tools,
+            tools=tools or None,
             verifier=spec,
             metadata={
                 "source": "bfcl-v4",
@@ -237,9 +257,12 @@ def score_predictions(
     answers: Path | None,
     predictions: Path,
     category: str | None = None,
+    *,
+    strict: bool = False,
 ) -> list[dict[str, Any]]:
     """Judge a BFCL prediction file the way BFCL's AST checker does: one row per question, in
-    question order (``id``, ``category``, ``valid``, ``error_type``, ``feedback``).
+    question order (``id``, ``category``, ``valid``, ``error_type``, ``feedback``). ``strict``
+    decodes text exactly as BFCL does wherever that needs no eval (docs/bfcl.md).
 
     Raises :class:`DataError` (with path and line) for unreadable or malformed files, unknown
     categories, predictions for unknown ids, duplicate ids, or questions without an answer.
@@ -264,9 +287,13 @@ def score_predictions(
         if qid in seen:
             raise DataError(f"duplicate question id {qid!r}", path=questions, line=line)
         seen.add(qid)
-        if not isinstance(record.get("function"), list) or not record["function"]:
+        cat = category_of(qid, questions, line)
+        functions = record.get("function")
+        if not isinstance(functions, list) or (
+            not functions and BFCL_CATEGORIES[cat][0] != "irrelevance"
+        ):
             raise DataError("'function' must be a non-empty list", path=questions, line=line)
-        qrows.append((qid, category_of(qid, questions, line), record))
+        qrows.append((qid, cat, record))
 
     gts: dict[str, list[dict[str, Any]]] = {}
     if answers is not None:
@@ -289,7 +316,7 @@ def score_predictions(
 
     rows: list[dict[str, Any]] = []
     for qid, cat, record in qrows:
-        if BFCL_CATEGORIES[cat][0] != "irrelevance" and qid not in gts:
+        if BFCL_CATEGORIES[cat][0] not in NO_ANSWER and qid not in gts:
             where = answers if answers is not None else questions
             raise DataError(f"no ground truth for {qid!r} (use --answers)", path=where)
         row: dict[str, Any] = {"id": qid, "category": cat}
@@ -302,7 +329,9 @@ def score_predictions(
             output = prediction_output(result, f"id {qid!r}")
         except ValueError as exc:
             raise DataError(str(exc), path=predictions, line=line) from None
-        task = Task.from_prompt(f"(BFCL {qid})", _spec(cat, record["function"], gts.get(qid)))
+        task = Task.from_prompt(
+            f"(BFCL {qid})", _spec(cat, record["function"], gts.get(qid), strict)
+        )
         try:
             verdict = build_verifier(task.verifier).judge_sync(output, task)
         except VerifierSpecError as exc:

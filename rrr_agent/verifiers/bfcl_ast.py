@@ -106,11 +106,11 @@ def resolve_names(calls: list[Call], functions: Sequence[dict[str, Any]]) -> lis
 _FENCE = re.compile(r"```[A-Za-z0-9_+.-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.DOTALL)
 
 
-def _prepare_text(text: str) -> str:
+def _prepare_text(text: str, *, strict: bool = False) -> str:
     if len(text) > MAX_TEXT_CHARS:
         raise DecodeError(f"the reply is too long to decode ({len(text)} characters)")
     s = text.strip()
-    fence = _FENCE.fullmatch(s)
+    fence = None if strict else _FENCE.fullmatch(s)  # BFCL does not unwrap a code fence
     if fence:
         s = fence.group(1)
     # BFCL: strip backticks, newlines and spaces, then make sure the text is a bracketed list.
@@ -122,13 +122,14 @@ def _prepare_text(text: str) -> str:
     return s
 
 
-def parse_python_calls(text: str) -> tuple[list[Call], int]:
+def parse_python_calls(text: str, *, strict: bool = False) -> tuple[list[Call], int]:
     """Decode BFCL's Python-call text (``[f(a=1), m.g(b="x")]``) without evaluating anything.
 
     Returns the calls and how many positional arguments were ignored (BFCL reads keywords only).
     Raises :class:`DecodeError` for anything that is not a list of calls with literal arguments.
+    ``strict`` reads signs the way BFCL does (see :func:`_bfcl_unary`).
     """
-    src = _prepare_text(text)
+    src = _prepare_text(text, strict=strict)
     try:
         tree = ast.parse(src, mode="eval")
     except (SyntaxError, ValueError) as exc:
@@ -156,7 +157,7 @@ def parse_python_calls(text: str) -> tuple[list[Call], int]:
         for kw in elem.keywords:
             if kw.arg is None:
                 raise DecodeError(f"'**' arguments are not allowed in the call to {name}")
-            args[kw.arg] = _literal(kw.value, kw.arg, 0)
+            args[kw.arg] = _literal(kw.value, kw.arg, 0, strict)
         ignored += len(elem.args)
         calls.append((name, args))
     return calls, ignored
@@ -186,7 +187,8 @@ def _describe(node: ast.AST) -> str:
     }.get(type(node), f"a {type(node).__name__} expression")
 
 
-def _literal(node: ast.expr, param: str, depth: int) -> Any:
+def _literal(node: ast.expr, param: str, depth: int, strict: bool = False) -> Any:
+    """A value node, as BFCL's decoder reads it, without evaluating anything."""
     if depth > MAX_VALUE_DEPTH:
         raise DecodeError(f"the value of {param!r} is nested too deeply")
     if isinstance(node, ast.Constant):
@@ -199,65 +201,187 @@ def _literal(node: ast.expr, param: str, depth: int) -> Any:
     if isinstance(node, ast.Name):
         return node.id  # BFCL reads a bare variable name as its name, a string
     if isinstance(node, ast.List):
-        return [_literal(e, param, depth + 1) for e in node.elts]
+        return [_literal(e, param, depth + 1, strict) for e in node.elts]
     if isinstance(node, ast.Tuple):
-        return tuple(_literal(e, param, depth + 1) for e in node.elts)
+        return tuple(_literal(e, param, depth + 1, strict) for e in node.elts)
     if isinstance(node, ast.Dict):
         out: dict[Any, Any] = {}
         for key_node, value_node in zip(node.keys, node.values, strict=True):
             if key_node is None:
                 raise DecodeError(f"'**' inside a dict is not allowed in {param!r}")
-            key = _literal(key_node, param, depth + 1)
+            key = _literal(key_node, param, depth + 1, strict)
             if isinstance(key, list | dict):
                 raise DecodeError(f"unhashable dict key in {param!r}")
-            out[key] = _literal(value_node, param, depth + 1)
+            out[key] = _literal(value_node, param, depth + 1, strict)
         return out
-    if isinstance(node, ast.UnaryOp | ast.BinOp):
-        return _arith(node, param, depth)
+    if isinstance(node, ast.UnaryOp):
+        if strict:
+            return _bfcl_unary(node, param)
+        value = _fold(node, param, depth)
+        if not isinstance(value, int | float):
+            raise DecodeError(f"a sign on a non-number in {param!r}")
+        return value
+    if isinstance(node, ast.BinOp):
+        return _fold(node, param, depth)  # BFCL: eval(ast.unparse(node)); here: folded
     raise DecodeError(f"unsupported expression in {param!r}: {_describe(node)} is not a literal")
 
 
+def _bfcl_unary(node: ast.UnaryOp, param: str) -> Any:
+    """Strict mode, BFCL's own reading: ``-operand.value`` whatever the operator, so ``+5`` is
+    -5, ``not True`` is -1, and ``--20`` (no ``.value`` on a unary operand) cannot be decoded."""
+    operand = node.operand
+    if not isinstance(operand, ast.Constant):
+        raise DecodeError(f"BFCL cannot decode a sign on {_describe(operand)} in {param!r}")
+    value = operand.value
+    if isinstance(value, bool | int | float):
+        return -value
+    raise DecodeError(f"a sign on a non-number in {param!r}")
+
+
+def _check_size(value: Any, param: str) -> Any:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value.bit_length() > _MAX_INT_BITS
+    ):
+        raise DecodeError(f"number too large in {param!r}")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise DecodeError(f"the arithmetic in {param!r} does not give a finite number")
+    if isinstance(value, str | list | tuple) and len(value) > MAX_TEXT_CHARS:
+        raise DecodeError(f"the value of {param!r} is too large")
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float)  # bool is an int, as in Python
+
+
+def _pow(left: Any, right: Any, param: str) -> Any:
+    if not (_is_number(left) and _is_number(right)):
+        raise TypeError("** needs numbers")
+    if isinstance(left, int) and isinstance(right, int) and right >= 0:
+        # Bound the result's size before computing it (1617176400000 ** 1 is fine).
+        if left not in (-1, 0, 1) and max(left.bit_length(), 1) * right > _MAX_INT_BITS:
+            raise DecodeError(f"number too large in {param!r}")
+        return left**right
+    try:
+        result = math.pow(left, right)
+    except OverflowError:
+        raise DecodeError(f"number too large in {param!r}") from None
+    if isinstance(left, int) and isinstance(right, int) and left < 0 and right < 0:
+        result = left**right  # exact sign for negative integer bases
+    return result
+
+
+def _shift(left: Any, right: Any, param: str, op: type[ast.operator]) -> Any:
+    if not (isinstance(left, int) and isinstance(right, int)):
+        raise TypeError("shifts need integers")
+    if op is ast.LShift:
+        if right > _MAX_INT_BITS:
+            raise DecodeError(f"number too large in {param!r}")
+        return left << right
+    return left >> right
+
+
+def _repeat(seq: Any, times: Any, param: str) -> Any:
+    if not isinstance(times, int):
+        raise TypeError("repeat count must be an integer")
+    if len(seq) * max(times, 0) > MAX_TEXT_CHARS:
+        raise DecodeError(f"the value of {param!r} is too large")
+    return seq * times
+
+
+def _fold_binop(op: ast.operator, left: Any, right: Any, param: str) -> Any:
+    """One binary operation with Python's meaning, on the types a literal can hold."""
+    kind = type(op)
+    if kind is ast.Add:
+        if _is_number(left) and _is_number(right):
+            return left + right
+        if type(left) is type(right) and isinstance(left, str | list | tuple):
+            return _check_size(left + right, param)
+        raise TypeError("+ needs two numbers, strings, lists or tuples")
+    if kind is ast.Mult:
+        if _is_number(left) and _is_number(right):
+            return left * right
+        if isinstance(left, str | list | tuple) and isinstance(right, int):
+            return _repeat(left, right, param)
+        if isinstance(right, str | list | tuple) and isinstance(left, int):
+            return _repeat(right, left, param)
+        raise TypeError("* needs numbers, or a sequence and an integer")
+    if kind is ast.Pow:
+        return _pow(left, right, param)
+    if kind in (ast.LShift, ast.RShift):
+        return _shift(left, right, param, kind)
+    if kind in (ast.BitOr, ast.BitAnd, ast.BitXor):
+        if isinstance(left, int) and isinstance(right, int):
+            return {ast.BitOr: left | right, ast.BitAnd: left & right,
+                    ast.BitXor: left ^ right}[kind]  # fmt: skip
+        if kind is ast.BitOr and isinstance(left, dict) and isinstance(right, dict):
+            return left | right
+        raise TypeError("bitwise operators need integers")
+    if not (_is_number(left) and _is_number(right)):
+        raise TypeError("arithmetic needs numbers")
+    if kind in _BINOPS:
+        return _BINOPS[kind](left, right)
+    raise DecodeError(f"unsupported operator in {param!r}")
+
+
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: lambda a, b: a + b,
     ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
     ast.FloorDiv: lambda a, b: a // b,
     ast.Mod: lambda a, b: a % b,
 }
 
 
-def _arith(node: ast.expr, param: str, depth: int) -> int | float:
-    """Fold numeric arithmetic on literals (BFCL evaluates it with ``eval``), within bounds."""
+def _fold(node: ast.expr, param: str, depth: int) -> Any:
+    """Evaluate what BFCL hands to ``eval`` (a ``BinOp`` and what it contains) by folding the
+    tree: numbers with every arithmetic and bitwise operator, ``+`` and ``*`` on strings, lists
+    and tuples, ``|`` on dicts, signs; bounded in size, and never ``eval``. Anything else (names,
+    calls, attributes, ``%`` formatting of strings) cannot be decoded."""
     if depth > MAX_VALUE_DEPTH:
         raise DecodeError(f"the value of {param!r} is nested too deeply")
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        if node.value is None or isinstance(node.value, str | bool | int | float):
             return node.value
-        raise DecodeError(f"arithmetic on a non-number in {param!r}")
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        v = _arith(node.operand, param, depth + 1)
-        return -v if isinstance(node.op, ast.USub) else v
+        raise DecodeError(f"unsupported constant in {param!r}")
+    if isinstance(node, ast.List | ast.Tuple):
+        items = [_fold(e, param, depth + 1) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise DecodeError(f"'**' inside a dict is not allowed in {param!r}")
+        keys = [_fold(k, param, depth + 1) for k in node.keys if k is not None]
+        if any(isinstance(k, list | dict) for k in keys):
+            raise DecodeError(f"unhashable dict key in {param!r}")
+        return dict(zip(keys, [_fold(v, param, depth + 1) for v in node.values], strict=True))
+    if isinstance(node, ast.UnaryOp):
+        value = _fold(node.operand, param, depth + 1)
+        if isinstance(node.op, ast.Not):
+            return not value
+        if not _is_number(value):
+            raise DecodeError(f"a sign on a non-number in {param!r}")
+        if isinstance(node.op, ast.USub):
+            return -value
+        if isinstance(node.op, ast.UAdd):
+            return +value
+        if isinstance(value, float):
+            raise DecodeError(f"~ on a float in {param!r}")
+        return ~value
     if isinstance(node, ast.BinOp):
-        left = _arith(node.left, param, depth + 1)
-        right = _arith(node.right, param, depth + 1)
+        left = _fold(node.left, param, depth + 1)
+        right = _fold(node.right, param, depth + 1)
         try:
-            if isinstance(node.op, ast.Pow):
-                if abs(right) > 64 or abs(left) > 1e6:
-                    raise DecodeError(f"exponent out of range in {param!r}")
-                result: Any = left**right
-            elif type(node.op) in _BINOPS:
-                result = _BINOPS[type(node.op)](left, right)
-            else:
-                raise DecodeError(f"unsupported operator in {param!r}")
-        except (ZeroDivisionError, OverflowError, ValueError):
-            raise DecodeError(f"arithmetic error in {param!r}") from None
-        if isinstance(result, complex) or (isinstance(result, float) and math.isnan(result)):
-            raise DecodeError(f"arithmetic error in {param!r}")
-        if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:
-            raise DecodeError(f"number too large in {param!r}")
-        return result  # type: ignore[no-any-return]
-    raise DecodeError(f"unsupported expression in {param!r}: {_describe(node)} is not a literal")
+            return _check_size(_fold_binop(node.op, left, right, param), param)
+        except ZeroDivisionError:
+            raise DecodeError(f"division by zero in {param!r}") from None
+        except OverflowError:
+            raise DecodeError(f"number too large in {param!r}") from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise DecodeError(f"cannot compute the value of {param!r}: {exc}") from None
+    raise DecodeError(
+        f"unsupported expression in {param!r}: {_describe(node)} cannot be computed without eval"
+    )
 
 
 _IDENT = r"[A-Za-z_$][\w$]*"
@@ -373,12 +497,20 @@ class Decoded:
 
 
 def decode_output(
-    output: ModelOutput, language: Language = "python", functions: Sequence[dict[str, Any]] = ()
+    output: ModelOutput,
+    language: Language = "python",
+    functions: Sequence[dict[str, Any]] = (),
+    *,
+    strict: bool = False,
 ) -> Decoded:
     """The calls in ``output``: its ``tool_calls`` when present, else its text.
 
     Raises :class:`DecodeError` when the calls cannot be read. An output with neither tool calls
-    nor text decodes to no calls (``source == "none"``).
+    nor text decodes to no calls (``source == "none"``). ``strict`` decodes text the way BFCL
+    does wherever that needs no ``eval``: names must be written exactly (``math_factorial`` is not
+    ``math.factorial``; only tool calls, whose names OpenAI restricts, are mapped back, as BFCL
+    does for function-calling models), signs follow BFCL's reading, and a code fence is not
+    unwrapped.
     """
     if output.tool_calls:
         calls: list[Call] = []
@@ -401,9 +533,10 @@ def decode_output(
     if not text.strip():
         return Decoded([], "none")
     if language == "python":
-        calls, ignored = parse_python_calls(text)
-        return Decoded(resolve_names(calls, functions), "text", ignored)
-    return Decoded(resolve_names(parse_foreign_calls(text, language), functions), "text")
+        calls, ignored = parse_python_calls(text, strict=strict)
+        return Decoded(calls if strict else resolve_names(calls, functions), "text", ignored)
+    foreign = parse_foreign_calls(text, language)
+    return Decoded(foreign if strict else resolve_names(foreign, functions), "text")
 
 
 # --------------------------------------------------------------------------------------------

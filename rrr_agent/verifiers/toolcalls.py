@@ -57,7 +57,8 @@ def _calls_json(calls: list[Call]) -> list[dict[str, Any]]:
 
 @register_verifier
 class BfclVerifier(Verifier):
-    """BFCL's single-turn AST check (simple, multiple, parallel, parallel_multiple, irrelevance).
+    """BFCL's single-turn AST check (simple, multiple, parallel, parallel_multiple, irrelevance,
+    relevance).
 
     ``functions`` are BFCL function docs (``parameters.type == "dict"``); ``ground_truth`` is the
     BFCL answer list ``[{name: {param: [allowed values]}}]`` (``""`` in a list: may be omitted).
@@ -67,19 +68,27 @@ class BfclVerifier(Verifier):
 
     type: ClassVar[str] = "bfcl"
 
-    category: Literal["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"]
-    functions: list[dict[str, Any]] = Field(min_length=1)
+    category: Literal[
+        "simple", "multiple", "parallel", "parallel_multiple", "irrelevance", "relevance"
+    ]
+    #: May be empty only for irrelevance (BFCL's live_irrelevance has 4 such questions).
+    functions: list[dict[str, Any]] = Field(default_factory=list)
     ground_truth: list[dict[str, Any]] = Field(default_factory=list)
     language: Literal["python", "java", "javascript"] = "python"
+    #: Match BFCL's own verdicts wherever that needs no eval (see docs/bfcl.md): exact names in
+    #: text, BFCL's reading of signs, no code-fence unwrapping.
+    strict: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> BfclVerifier:
         for f in self.functions:
             if not isinstance(f.get("name"), str) or not isinstance(f.get("parameters"), dict):
                 raise ValueError("each function needs a string 'name' and a 'parameters' object")
-        if self.category == "irrelevance":
+        if not self.functions and self.category != "irrelevance":
+            raise ValueError(f"category {self.category!r} needs at least one function")
+        if self.category in ("irrelevance", "relevance"):
             if self.ground_truth:
-                raise ValueError("the irrelevance category takes no ground_truth")
+                raise ValueError(f"the {self.category} category takes no ground_truth")
             return self
         if not self.ground_truth:
             raise ValueError(f"category {self.category!r} needs a non-empty ground_truth")
@@ -93,11 +102,13 @@ class BfclVerifier(Verifier):
     def verify(self, output: ModelOutput, task: Task) -> Verdict:
         language = "python" if self.category == "irrelevance" else self.language
         try:
-            decoded = decode_output(output, language, self.functions)
+            decoded = decode_output(output, language, self.functions, strict=self.strict)
         except DecodeError as exc:
             if self.category == "irrelevance":
                 # BFCL: a reply that does not decode contains no call, which is what is wanted.
                 return Verdict(passed=True, details={"error_type": None, "source": "text"})
+            if self.category == "relevance":  # BFCL: no decodable call, whatever the reason
+                return self._relevance(Decoded([], "text"))
             return Verdict(
                 passed=False,
                 feedback=f"The function calls could not be read: {exc}",
@@ -105,13 +116,9 @@ class BfclVerifier(Verifier):
             )
         if self.category == "irrelevance":
             return self._irrelevance(decoded)
-        if decoded.source == "none":
-            return Verdict(
-                passed=False,
-                feedback="No function call was made.",
-                details={"error_type": "ast_decoder:decoder_failed",
-                         "errors": ["The output holds neither tool calls nor text."]},
-            )  # fmt: skip
+        if self.category == "relevance":
+            return self._relevance(decoded)
+        # An empty reply decodes to no calls, as in BFCL ("[]"): the checker reports the count.
         result = check_calls(
             self.category,
             self.functions,
@@ -132,6 +139,19 @@ class BfclVerifier(Verifier):
         details.update(result.extra)
         feedback = "" if result.valid else _sentence(result.feedback)
         return Verdict(passed=result.valid, feedback=feedback, details=details)
+
+    def _relevance(self, decoded: Decoded) -> Verdict:
+        """BFCL's live_relevance: any well-formed call passes (the values are not checked)."""
+        if decoded.calls:
+            return Verdict(passed=True, details={"error_type": None, "source": decoded.source,
+                                                 "calls": _calls_json(decoded.calls)})  # fmt: skip
+        return Verdict(
+            passed=False,
+            feedback="One of the available functions fits this request: call it.",
+            details={"error_type": "relevance_error:decoder_failed",
+                     "errors": ["No function call was made when one was expected."],
+                     "source": decoded.source},
+        )  # fmt: skip
 
     def _irrelevance(self, decoded: Decoded) -> Verdict:
         if not decoded.calls:
