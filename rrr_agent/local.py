@@ -37,7 +37,7 @@ from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 __all__ = ["LocalModel", "complete", "load_local_model", "stream"]
 
 PROVIDER = "local"
-TRANSCRIPT_STOP = ["\nUser:"]
+TRANSCRIPT_STOP = ["\nUser:", "\nTool:"]
 #: The transcript template's completion style writes one-line answers.
 COMPLETION_STOP = ["\n"]
 
