@@ -255,8 +255,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--reply", default="ok")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args()
-    server = StubOpenAIServer(default=StubResponse(text=args.reply), host=args.host, port=args.port)
+    default = StubResponse(text=args.reply, delay_s=args.delay)
+    server = StubOpenAIServer(default=default, host=args.host, port=args.port)
     server.start()
     print(f"listening on {server.base_url}", flush=True)
     try:
