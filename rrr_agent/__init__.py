@@ -14,6 +14,7 @@ Tools and multi-step turns: :class:`Agent` (``rrr_agent._agent``).
 """
 
 from ._agent import Agent, AgentResult
+from ._chat import VERIFIER_KINDS, ChatSession, ChatStore, SessionInfo, chat_verifier
 from ._conversation import build_conversation, reflection_messages, retry_messages
 from ._engine import Engine, RunResult, ToolExecutor, ToolOutcome
 from ._errors import (
@@ -93,12 +94,15 @@ from .verifiers import Verifier, build_verifier, register_verifier
 
 __all__ = [
     "SCHEMA_VERSION",
+    "VERIFIER_KINDS",
     "Agent",
     "AgentResult",
     "Attempt",
     "AttemptFinished",
     "AttemptStarted",
     "Candidate",
+    "ChatSession",
+    "ChatStore",
     "ConfigError",
     "DataError",
     "Engine",
@@ -143,6 +147,7 @@ __all__ = [
     "ScriptedReply",
     "ServeError",
     "ServerError",
+    "SessionInfo",
     "Settings",
     "Summary",
     "Task",
@@ -170,6 +175,7 @@ __all__ = [
     "as_tool",
     "build_conversation",
     "build_verifier",
+    "chat_verifier",
     "data_dir",
     "iter_tasks",
     "load_settings",

@@ -251,6 +251,8 @@ class TrajectoryFilter:
     until: datetime | None = None
     family: str | None = None
     task_id: str | None = None
+    #: Only tasks whose metadata holds this key (e.g. "chat" for chat turns, "sdk" for SDK steps).
+    metadata_key: str | None = None
 
     def matches(self, obj: dict[str, Any]) -> bool:
         if self.model is not None and obj.get("model") != self.model:
@@ -261,6 +263,8 @@ class TrajectoryFilter:
         if self.family is not None and task.get("family") != self.family:
             return False
         if self.task_id is not None and task.get("id") != self.task_id:
+            return False
+        if self.metadata_key is not None and self.metadata_key not in (task.get("metadata") or {}):
             return False
         if self.since is not None or self.until is not None:
             try:

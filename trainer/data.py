@@ -144,6 +144,11 @@ def build_failure_set(
             if traj.verdicts[0].passed:
                 report.skipped["first attempt passed"] += 1
                 continue
+            if traj.task.verifier.type == "human":
+                # A person judged it (the chat's "that was wrong"): GRPO cannot ask a person to
+                # judge every sampled retry, so online training has no reward for it.
+                report.skipped["judged by a person (no automatic reward for retries)"] += 1
+                continue
             if traj.verdicts[0].verifier == "tool_execution":
                 # The SDK ran the tool and it failed; the logged spec never re-runs tools, so the
                 # reward could not tell a better retry from a worse one.

@@ -15,6 +15,7 @@ import typer
 
 from . import config, logs, model, serve, tasks, train, verify
 from ._common import err
+from .chat import chat
 from .eval import eval_command
 from .proxy import proxy
 from .run import run
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.command()(run)
 app.command("eval")(eval_command)
 app.command("proxy")(proxy)
+app.command("chat")(chat)
 app.add_typer(logs.app, name="logs")
 app.add_typer(config.app, name="config")
 app.add_typer(tasks.app, name="tasks")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
@@ -49,11 +50,13 @@ class PendingReview:
 
 
 class HumanVerdicts:
-    """Broker between waiting verifiers and whoever gives the verdicts."""
+    """Broker between waiting verifiers and whoever gives the verdicts. ``on_pending(review)`` is
+    called (in the waiting task's event loop) as soon as a review starts waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_pending: Callable[[PendingReview], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[PendingReview, asyncio.Future[Verdict]]] = {}
+        self.on_pending = on_pending
 
     def pending(self) -> list[PendingReview]:
         """Reviews waiting for a verdict, oldest first."""
@@ -87,6 +90,8 @@ class HumanVerdicts:
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._waiting[review.key] = (review, future)
+        if self.on_pending is not None:
+            self.on_pending(review)
         try:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError:
