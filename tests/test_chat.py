@@ -257,11 +257,16 @@ async def test_app_shows_errors_as_notifications(tmp_path: Path) -> None:
         assert any(title == "ModelConnectionError" for title, _ in notes), notes
         assert app.query_one("#prompt").value == "hello?"  # type: ignore[attr-defined]
         assert app.is_running  # no crash
-        # A bad verifier is refused with a notification too.
-        app.action_pick_verifier()
+        # A bad verifier spec is refused with a notification too; the chat goes on.
+        await pilot.press("f3")
         await pilot.pause()
-        app.pop_screen()
-        assert isinstance(app.screen, type(app.screen))
+        app.screen.query_one("#kind").value = "numeric"  # type: ignore[attr-defined]
+        app.screen.query_one("#arg").focus()
+        await pilot.press(*"lots", "enter")
+        await pilot.pause()
+        bad = [n for n in app._notifications if n.title == "bad verifier"]
+        assert bad and "expected number" in bad[0].message
+        assert app.session is not None and app.session.verifier.type == "accept"
     assert not (tmp_path / "chat.jsonl").exists()  # an infrastructure error is never a turn
 
 
