@@ -31,8 +31,10 @@ def chat(
     system: Annotated[str | None, typer.Option(help="System message of a new chat.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Chat with a model and watch it correct itself: each reply shows its verdict, a failed
-    attempt, the reflection and the retry. ctrl+r tells it an answer is wrong. F1: help.
+    """Chat in the terminal and watch the model correct itself.
+
+    Each reply shows its verdict; a failed attempt, the reflection and the retry appear as
+    blocks. ctrl+r tells the model an answer is wrong. F1 lists every key.
 
     Every turn is logged as a trajectory (training data). Needs the 'tui' extra.
     """

@@ -30,10 +30,10 @@ def proxy(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve /v1/chat/completions: requests with tools or a JSON schema self-correct, the rest
-    pass through. Every self-corrected request is logged as a trajectory.
+    """An OpenAI-compatible proxy in which tool and JSON-schema requests self-correct.
 
-    Point any OpenAI client at http://HOST:PORT/v1. Upstream keys come from the settings
+    Requests with tools or a JSON-schema response_format run through the loop and are logged as
+    trajectories; the rest pass through. Point any OpenAI client at http://HOST:PORT/v1. Upstream keys come from the settings
     (RRR_API_KEY or the provider's variable) and are never logged.
     """
     import uvicorn
