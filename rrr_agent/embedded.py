@@ -308,8 +308,11 @@ def prepare(*, force: bool = False, progress: Progress | None = None) -> Path:
 
 
 def model_or_embedded(model: str | None) -> str:
-    """The model string to use: ``model``, else the embedded model (the default everywhere)."""
-    return model or EMBEDDED_MODEL_STRING
+    """The model string to use: ``model``, else the registry's promoted checkpoint, else the
+    embedded model (the default everywhere)."""
+    from .registry import default_model
+
+    return default_model(model)
 
 
 def prepare_for(model: str, progress: Progress | None = None) -> None:

@@ -33,8 +33,9 @@ def proxy(
     """An OpenAI-compatible proxy in which tool and JSON-schema requests self-correct.
 
     Requests with tools or a JSON-schema response_format run through the loop and are logged as
-    trajectories; the rest pass through. Point any OpenAI client at http://HOST:PORT/v1. Upstream keys come from the settings
-    (RRR_API_KEY or the provider's variable) and are never logged.
+    trajectories; the rest pass through. Point any OpenAI client at http://HOST:PORT/v1.
+    Upstream keys come from the settings (RRR_API_KEY or the provider's variable) and are never
+    logged.
     """
     import uvicorn
 
