@@ -90,6 +90,7 @@ from ._types import (
     Verdict,
     VerifierSpec,
 )
+from .registry import Checkpoint, Registry
 from .verifiers import Verifier, build_verifier, register_verifier
 
 __all__ = [
@@ -103,6 +104,7 @@ __all__ = [
     "Candidate",
     "ChatSession",
     "ChatStore",
+    "Checkpoint",
     "ConfigError",
     "DataError",
     "Engine",
@@ -135,6 +137,7 @@ __all__ = [
     "ReflectionFinished",
     "ReflectionGroup",
     "ReflectionStarted",
+    "Registry",
     "RetryPolicy",
     "RetryStarted",
     "RunFailed",

@@ -33,6 +33,7 @@ __all__ = [
     "free_port",
     "load_adapter",
     "resolve_checkpoint",
+    "resolve_serving",
     "serve_until_stopped",
     "unload_adapter",
 ]
@@ -53,19 +54,39 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """``None`` or ``"current"`` → the promoted checkpoint (``<cache>/models/current``) if one
-    exists, else the embedded model (prepared on first use); anything else is a folder."""
-    from . import embedded
+    """The folder vLLM loads for ``checkpoint`` (see :func:`resolve_serving`)."""
+    return resolve_serving(checkpoint, "rrr")[0]
 
+
+def resolve_serving(checkpoint: str | Path | None, name: str) -> tuple[Path, dict[str, Path], str]:
+    """(model folder, LoRA adapters to load at start, name the base model is served under).
+
+    ``None`` or ``"current"``: the registry's promoted checkpoint, else the embedded model. A
+    checkpoint name from the registry works too. An adapter checkpoint is served as LoRA ``name``
+    over its base (served as ``<name>-base``), so the nightly job can load the next adapter in
+    place under the same name; a full checkpoint, or a plain folder, is served as ``name``.
+    """
+    from . import embedded
+    from .registry import Registry
+
+    registry = Registry()
     if checkpoint in (None, "current"):
-        current = embedded.cache_dir() / "models" / "current"
-        if current.exists():
-            return current.resolve()
-        return embedded.prepare()
-    path = Path(str(checkpoint)).expanduser()
-    if not (path / "config.json").is_file():
-        raise ServeError(f"{path} is not a checkpoint folder (no config.json)")
-    return path
+        chosen = registry.current()
+        if chosen is None:
+            return embedded.prepare(), {}, name
+    elif (registry.root / str(checkpoint)).is_dir() and "/" not in str(checkpoint):
+        chosen = registry.get(str(checkpoint))
+    else:
+        path = Path(str(checkpoint)).expanduser()
+        if not (path / "config.json").is_file():
+            raise ServeError(f"{path} is not a checkpoint folder (no config.json)")
+        return path, {}, name
+    if chosen.kind == "adapter":
+        base = Path(str(chosen.manifest.get("base_model", "")))
+        if not (base / "config.json").is_file():
+            base = embedded.prepare()
+        return base, {name: chosen.path}, f"{name}-base"
+    return chosen.path, {}, name
 
 
 def _on_gpu() -> bool:
@@ -117,6 +138,9 @@ class VLLMServer:
     ):
         self.checkpoint = checkpoint
         self.name = name
+        #: The name the base model answers to: ``name``, or ``<name>-base`` when ``name`` is the
+        #: promoted adapter (see :func:`resolve_serving`).
+        self.served_base = name
         self.host = host
         self.port = port
         self.loras = {k: Path(v) for k, v in (loras or {}).items()}
@@ -145,7 +169,7 @@ class VLLMServer:
         cmd = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(checkpoint),
-            "--served-model-name", self.name,
+            "--served-model-name", self.served_base,
             "--host", self.host,
             "--port", str(self.port),
             "--max-model-len", str(self.max_model_len),
@@ -189,7 +213,10 @@ class VLLMServer:
             raise ServeError(
                 f"port {self.port} on {self.host} is already in use; pick another with --port"
             )
-        checkpoint = resolve_checkpoint(self.checkpoint)
+        checkpoint, adapters, self.served_base = resolve_serving(self.checkpoint, self.name)
+        self.loras = {**adapters, **self.loras}
+        if self.loras:
+            self.enable_lora = True
         for name, path in self.loras.items():
             if not (path / "adapter_config.json").is_file():
                 raise ServeError(f"LoRA {name}: {path} has no adapter_config.json")
@@ -275,8 +302,8 @@ class VLLMServer:
 
     # ------------------------------------------------------------------ adapters
 
-    def load_adapter(self, name: str, path: str | Path) -> None:
-        load_adapter(self.base_url, name, path)
+    def load_adapter(self, name: str, path: str | Path, *, inplace: bool = False) -> None:
+        load_adapter(self.base_url, name, path, inplace=inplace)
 
     def unload_adapter(self, name: str) -> None:
         unload_adapter(self.base_url, name)
@@ -292,14 +319,19 @@ def _post(url: str, payload: dict[str, Any]) -> str:
     return resp.text
 
 
-def load_adapter(base_url: str, name: str, path: str | Path) -> None:
-    """Load a PEFT adapter into a running vLLM server; requests then use ``model=name``."""
+def load_adapter(base_url: str, name: str, path: str | Path, *, inplace: bool = False) -> None:
+    """Load a PEFT adapter into a running vLLM server; requests then use ``model=name``.
+
+    ``inplace`` replaces the weights of an adapter already loaded under ``name`` (vLLM's
+    ``load_inplace``): requests switch to the new weights with no restart and no gap.
+    """
     folder = Path(path).expanduser().resolve()
     if not (folder / "adapter_config.json").is_file():
         raise ServeError(f"{folder} has no adapter_config.json: not a PEFT adapter")
-    _post(
-        f"{base_url.rstrip('/')}/load_lora_adapter", {"lora_name": name, "lora_path": str(folder)}
-    )
+    payload: dict[str, Any] = {"lora_name": name, "lora_path": str(folder)}
+    if inplace:
+        payload["load_inplace"] = True
+    _post(f"{base_url.rstrip('/')}/load_lora_adapter", payload)
 
 
 def unload_adapter(base_url: str, name: str) -> None:

@@ -23,12 +23,12 @@ def _tmux(*args: str) -> str:
     return done.stdout
 
 
-def _wait_for(session: str, needle: str, seconds: float) -> str:
+def _wait_for(session: str, needle: str, seconds: float, unless: str | None = None) -> str:
     deadline = time.monotonic() + seconds  # waiting for the screen, not timing it
     screen = ""
     while time.monotonic() < deadline:
         screen = _tmux("capture-pane", "-p", "-t", session)
-        if needle in screen:
+        if needle in screen and (unless is None or unless not in screen):
             return screen
         time.sleep(0.5)
     raise AssertionError(f"{needle!r} never appeared; the screen was:\n{screen}")
@@ -52,7 +52,9 @@ def test_rrr_chat_in_tmux_on_the_embedded_model(tmp_path: Path) -> None:
     _tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command)
     try:
         _wait_for(session, "Message (enter to send", 120)
-        _wait_for(session, "local/gemma-3-270m", 120)  # the session is ready
+        # The session is ready once the status line no longer says it is starting (the embedded
+        # model may be prepared first).
+        _wait_for(session, "last turn 0 attempt(s)", 600, unless="starting")
         _tmux("send-keys", "-t", session, "-l", "What is the capital of France?")
         _tmux("send-keys", "-t", session, "Enter")
         screen = _wait_for(session, "last turn 1 attempt(s)", 600)

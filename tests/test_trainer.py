@@ -436,3 +436,28 @@ def test_train_cli_data_config_and_run(tmp_path: Path, tiny: Path) -> None:
     module = subprocess.run([sys.executable, "-m", "rrr_trainer", "--help"], capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert module.returncode == 0 and "mine" in module.stdout
+
+
+def test_training_goes_on_from_an_adapter(tmp_path: Path, tiny: Path) -> None:
+    """init_adapter: the promoted checkpoint's LoRA weights are where the next run starts."""
+    from peft import get_peft_model_state_dict
+    from rrr_trainer import train as run_training
+    from rrr_trainer.policy import load_policy, with_adapter
+    from safetensors.torch import load_file
+
+    log = failures_log(tmp_path)
+    first = run_training(config(tmp_path, tiny, max_steps=2), [log])
+    assert first.adapter_dir is not None
+    saved = load_file(str(first.adapter_dir / "adapter_model.safetensors"))
+    cfg = config(tmp_path, tiny, output_dir=str(tmp_path / "second"), max_steps=1,
+                 init_adapter=str(first.adapter_dir))  # fmt: skip
+    model, _, _ = load_policy(tiny, cfg)
+    started = get_peft_model_state_dict(with_adapter(model, cfg))
+    assert any("lora_B" in k for k in started)
+    for key, value in started.items():
+        match = [v for k, v in saved.items() if k.endswith(key.split("base_model.model.")[-1])]
+        assert match and bool((match[0] == value).all()), key
+    second = run_training(cfg, [log])
+    assert second.steps == 1 and second.adapter_dir is not None
+    with pytest.raises(ConfigError, match="init_adapter needs use_lora"):
+        config(tmp_path, tiny, init_adapter=str(first.adapter_dir), use_lora=False).validate()

@@ -17,7 +17,8 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(out: Path, *, seed: int = 0) -> Path:
+def build_tiny_model(out: Path, *, seed: int = 0, hidden: int = 64) -> Path:
+    """``hidden=256`` gives head size 64, which vLLM's CPU kernels serve."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -41,8 +42,9 @@ def build_tiny_model(out: Path, *, seed: int = 0) -> Path:
     fast.chat_template = chat_template()
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2 if hidden == 64 else 4,
+        max_position_embeddings=2048,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id, tie_word_embeddings=False,
     )  # fmt: skip

@@ -39,6 +39,11 @@ class RRRTrainConfig:
     max_examples: int | None = _f(None, "Use at most this many training failures.")
     # LoRA or full fine-tune
     use_lora: bool = _f(True, "Train a LoRA adapter (False: full fine-tune).")
+    init_adapter: str | None = _f(
+        None,
+        "Go on training this LoRA adapter folder (e.g. the promoted checkpoint) instead of "
+        "a fresh one; its base must be `model`.",
+    )
     lora_r: int = _f(8, "LoRA rank.")
     lora_alpha: int = _f(16, "LoRA alpha.")
     lora_dropout: float = _f(0.0, "LoRA dropout.")
@@ -114,6 +119,8 @@ class RRRTrainConfig:
                     + ": it trains on logged reflections without generating, with the token-level "
                     "'dapo' loss; remove these settings or use mode = 'online'"
                 )
+        if self.init_adapter and not self.use_lora:
+            raise ConfigError("init_adapter needs use_lora (an adapter is trained, not the model)")
         if self.gradient_accumulation_steps < 1:
             raise ConfigError("gradient_accumulation_steps must be at least 1")
         if self.save_total_limit is not None and self.save_total_limit < 1:

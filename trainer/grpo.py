@@ -39,9 +39,9 @@ from .policy import (
     ProgressHook,
     TrainedPolicy,
     load_policy,
-    lora_config,
     reflection_eos_ids,
     resolve_model_path,
+    with_adapter,
 )
 
 __all__ = ["RetryReward", "build_trainer", "shared_template_kwargs", "train_online"]
@@ -250,7 +250,7 @@ def build_trainer(
     model, tokenizer, original_eos = load_policy(model_path, config)
     stop_ids = reflection_eos_ids(tokenizer, original_eos, config.reflection_stop)
     model.generation_config.eos_token_id = stop_ids  # TRL cuts completions at these ids
-    peft_config = lora_config(config)
+    model = with_adapter(model, config)  # TRL trains a PeftModel as it is
     template_kwargs = shared_template_kwargs(examples)
     dataset = datasets.Dataset.from_list([e.row() for e in examples])
     reward = RetryReward(
@@ -271,7 +271,6 @@ def build_trainer(
         ),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config,
         callbacks=[_metrics_callback(output_dir / "metrics.jsonl", progress)],
     )
     # With tqdm off, transformers adds a PrinterCallback that prints every log dict to stdout;

@@ -37,9 +37,9 @@ from .policy import (
     ProgressHook,
     TrainedPolicy,
     load_policy,
-    lora_config,
     reflection_end_token,
     resolve_model_path,
+    with_adapter,
 )
 
 __all__ = ["OfflineGroup", "group_advantages", "train_offline"]
@@ -165,10 +165,9 @@ def train_offline(
     model_path = resolve_model_path(config.model)
     model, tokenizer, original_eos = load_policy(model_path, config)
     end_token = reflection_end_token(tokenizer, original_eos, config.reflection_stop)
-    peft_config = lora_config(config)
-    if peft_config is not None:
-        peft = require_extra("peft", "LoRA training")
-        model = peft.get_peft_model(model, peft_config)
+    model = with_adapter(model, config)
+    lora = hasattr(model, "peft_config")
+    if lora:
         reference = None  # the adapter disabled is the reference
     else:
         reference = transformers.AutoModelForCausalLM.from_pretrained(
@@ -189,7 +188,7 @@ def train_offline(
     last = transformers.trainer_utils.get_last_checkpoint(str(output_dir)) if resume else None
     if last is not None:
         state = torch.load(Path(last) / "offline_state.pt", weights_only=False)
-        if peft_config is not None:
+        if lora:
             peft = require_extra("peft", "LoRA training")
             peft.set_peft_model_state_dict(model, state["model"])
         else:
@@ -260,7 +259,7 @@ def train_offline(
         if step % config.save_steps == 0 or step == steps:
             ckpt = output_dir / f"checkpoint-{step}"
             ckpt.mkdir(parents=True, exist_ok=True)
-            if peft_config is not None:
+            if lora:
                 peft = require_extra("peft", "LoRA training")
                 model_state = peft.get_peft_model_state_dict(model)
             else:

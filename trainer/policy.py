@@ -28,6 +28,7 @@ __all__ = [
     "resolve_model_path",
     "torch_env",
     "uses_transcript_template",
+    "with_adapter",
 ]
 
 #: ``progress(step, total_steps, latest_metrics)``, called after every optimizer step.
@@ -99,6 +100,23 @@ def lora_config(config: RRRTrainConfig) -> Any:
         target_modules=list(config.lora_target_modules),
         task_type="CAUSAL_LM",
     )
+
+
+def with_adapter(model: Any, config: RRRTrainConfig) -> Any:
+    """The model to train: wrapped in a fresh LoRA adapter (``use_lora``), in the adapter named
+    by ``init_adapter`` (training goes on from it, e.g. the promoted checkpoint), or as it is
+    (a full fine-tune). Both modes call this, so LoRA is set up in one place."""
+    if config.init_adapter:
+        peft = require_extra("peft", "LoRA training")
+        folder = Path(config.init_adapter).expanduser()
+        if not (folder / "adapter_config.json").is_file():
+            raise DataError(f"init_adapter {folder} is not a PEFT adapter folder")
+        return peft.PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    peft_config = lora_config(config)
+    if peft_config is None:
+        return model
+    peft = require_extra("peft", "LoRA training")
+    return peft.get_peft_model(model, peft_config)
 
 
 def _ends_at_newline(tokenizer: Any, policy: str) -> bool:

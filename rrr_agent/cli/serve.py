@@ -41,7 +41,8 @@ def serve(
     checkpoint: Annotated[
         str,
         typer.Option(
-            help="Checkpoint folder, or 'current' (the promoted one, else the embedded model)."
+            help="A registry checkpoint name, a checkpoint folder, or 'current' (the promoted "
+            "checkpoint, else the embedded model).",
         ),
     ] = "current",
     lora: Annotated[
