@@ -200,3 +200,17 @@ def test_kill_9_at_each_stage_then_rerun(tmp_path: Path, tiny: Path, stage: str)
         assert reg.names() == [summary["candidate"]] == [reg.current_name()]
     watermark = _state(reg)["watermark"]
     assert watermark[str(log.resolve())] == log.stat().st_size
+
+
+def test_shipped_examples_are_valid() -> None:
+    from rrr_trainer.nightly import NightlyConfig
+
+    examples = REPO / "examples" / "nightly"
+    config = NightlyConfig.from_sources(examples / "nightly.toml")
+    assert config.serve_url == "http://127.0.0.1:8000/v1" and config.train["max_steps"] == 30
+    service = (examples / "rrr-nightly.service").read_text()
+    assert "SuccessExitStatus=5 6" in service and "rrr nightly --config" in service
+    assert "OnCalendar=" in (examples / "rrr-nightly.timer").read_text()
+    assert "rrr nightly --config" in (examples / "rrr-nightly.cron").read_text()
+    with pytest.raises(Exception, match="unknown nightly setting"):
+        NightlyConfig.from_sources(None, nonsense=1)
