@@ -55,6 +55,7 @@ from ._events import (
     Verified,
 )
 from ._extras import require_extra
+from ._files import write_text_atomic
 from ._models import LiteLLMClient, ModelClient, RetryPolicy
 from ._prompts import Prompt, PromptLibrary
 from ._scripted import ScriptedError, ScriptedModel, ScriptedReply
@@ -190,4 +191,5 @@ __all__ = [
     "retry_messages",
     "summarize",
     "write_tasks",
+    "write_text_atomic",
 ]

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ._engine import Engine
 from ._errors import ConfigError, VerifierSpecError
 from ._events import Event
+from ._files import write_text_atomic
 from ._settings import Settings
 from ._store import TrajectoryFilter, read_trajectories
 from ._types import LoopOptions, Message, Task, Trajectory, VerifierSpec
@@ -153,15 +151,7 @@ class ChatStore:
     def rename(self, session_id: str, title: str) -> None:
         titles = self._titles()
         titles[session_id] = title.strip() or "untitled"
-        self.titles_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.titles_path.parent, prefix=".chats.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(titles, fh, indent=2)
-            os.replace(tmp, self.titles_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self.titles_path, json.dumps(titles, indent=2))
 
     def turns(self, session_id: str | None = None) -> dict[str, list[Trajectory]]:
         """Every chat turn in the log, by session, oldest first (unreadable lines skipped)."""

@@ -9,9 +9,7 @@ A line is either a full task (``{"messages": [...], "verifier": {...}, ...}``, s
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._errors import TaskFileError, VerifierSpecError
+from ._files import atomic_write
 from ._types import Task
 from .verifiers import build_verifier
 
@@ -122,17 +121,9 @@ def write_tasks(tasks: Iterable[Task], path: str | Path | None = None) -> int:
         lines = [t.model_dump_json() + "\n" for t in tasks]  # all read before anything is written
         sys.stdout.write("".join(lines))
         return len(lines)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for task in tasks:
-                fh.write(task.model_dump_json() + "\n")
-                count += 1
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        for task in tasks:
+            fh.write(task.model_dump_json() + "\n")
+            count += 1
     return count

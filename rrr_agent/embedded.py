@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import DataError, MissingExtraError
+from ._files import sha256_file, write_text_atomic
 from ._settings import data_dir
 
 __all__ = [
@@ -121,14 +122,6 @@ def _require_packages() -> None:
             raise MissingExtraError(extra, package, "the embedded model") from exc
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(slots=True)
 class CheckResult:
     ok: bool
@@ -176,7 +169,7 @@ def verify(folder: Path | None = None, *, full: bool = False) -> CheckResult:
             continue
         if st.st_size != meta["size"] or st.st_mtime_ns != meta["mtime_ns"]:
             problems.append(f"{path}: changed since it was written (size or mtime)")
-        elif full and _sha256(path) != meta["sha256"]:
+        elif full and sha256_file(path) != meta["sha256"]:
             problems.append(f"{path}: sha256 does not match the manifest")
     return CheckResult(not problems, problems, manifest)
 
@@ -263,7 +256,7 @@ def prepare(*, force: bool = False, progress: Progress | None = None) -> Path:
             for path in sorted(p for p in tmp.iterdir() if p.is_file()):
                 st = path.stat()
                 files[path.name] = {
-                    "sha256": _sha256(path),
+                    "sha256": sha256_file(path),
                     "size": st.st_size,
                     "mtime_ns": st.st_mtime_ns,
                 }
@@ -291,9 +284,7 @@ def prepare(*, force: bool = False, progress: Progress | None = None) -> Path:
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "conversion_seconds": round(time.perf_counter() - started, 1),
             }
-            manifest_tmp = tmp / (MANIFEST + ".tmp")
-            manifest_tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            os.replace(manifest_tmp, tmp / MANIFEST)
+            write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2))
             # Swap in atomically; an old or broken folder is moved aside first, then removed.
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             if target.exists():

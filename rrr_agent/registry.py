@@ -17,18 +17,17 @@ one). The runtime's default model follows ``current`` (:func:`default_model`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ._errors import ConfigError, DataError
+from ._files import sha256_file, write_text_atomic
 from ._settings import data_dir
 
 __all__ = ["Checkpoint", "Registry", "default_model", "registry_root"]
@@ -43,27 +42,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 def registry_root() -> Path:
     env = os.environ.get("RRR_CHECKPOINTS")
     return Path(env).expanduser() if env else data_dir() / "checkpoints"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -153,7 +131,7 @@ class Registry:
                 out.append(f"{path}: missing")
             elif path.stat().st_size != info.get("size"):
                 out.append(f"{path}: size {path.stat().st_size}, manifest says {info.get('size')}")
-            elif full and _sha256(path) != info.get("sha256"):
+            elif full and sha256_file(path) != info.get("sha256"):
                 out.append(f"{path}: sha256 differs from the manifest")
         return out
 
@@ -213,7 +191,7 @@ class Registry:
         try:
             shutil.copytree(src, incoming)
             files = {
-                str(p.relative_to(incoming)): {"sha256": _sha256(p), "size": p.stat().st_size}
+                str(p.relative_to(incoming)): {"sha256": sha256_file(p), "size": p.stat().st_size}
                 for p in sorted(incoming.rglob("*"))
                 if p.is_file() and p.name != MANIFEST
             }
@@ -229,7 +207,7 @@ class Registry:
                 "files": files,
                 **(extra or {}),
             }
-            _write_atomic(incoming / MANIFEST, json.dumps(manifest, indent=2))
+            write_text_atomic(incoming / MANIFEST, json.dumps(manifest, indent=2), fsync=True)
             os.rename(incoming, self.root / name)
         except BaseException:
             shutil.rmtree(incoming, ignore_errors=True)
@@ -241,7 +219,7 @@ class Registry:
         checkpoint = self.get(name)
         manifest = {**checkpoint.manifest, "metrics": {**checkpoint.manifest.get("metrics", {}),
                                                        **metrics}}  # fmt: skip
-        _write_atomic(checkpoint.path / MANIFEST, json.dumps(manifest, indent=2))
+        write_text_atomic(checkpoint.path / MANIFEST, json.dumps(manifest, indent=2))
         return self.get(name)
 
     def promote(self, name: str, *, reason: str = "") -> str | None:
@@ -250,7 +228,7 @@ class Registry:
         if problems:
             raise DataError(f"checkpoint {name!r} is not intact: {'; '.join(problems[:3])}")
         previous = self.current_name()
-        _write_atomic(self.root / CURRENT, name + "\n")
+        write_text_atomic(self.root / CURRENT, name + "\n", fsync=True)
         self._log({"action": "promote", "from": previous, "to": name, "reason": reason})
         return previous
 

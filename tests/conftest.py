@@ -39,3 +39,12 @@ def scripted() -> Iterator[ScriptedModel]:
 
 def math_task(answer: str = "42", prompt: str = "What is 17 + 25?", **kw: object) -> Task:
     return Task.from_prompt(prompt, {"type": "exact", "expected": answer}, family="math", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a trained byte-level tokenizer (tests/tiny_model.py), built once
+    per test session for the trainer and nightly tests."""
+    from .tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

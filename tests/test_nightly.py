@@ -18,16 +18,10 @@ import pytest
 from rrr_agent import Engine, Registry, ScriptedModel, Task, TrajectoryStore
 
 from .conftest import REPO
-from .tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("trl")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def parity_task(i: int) -> Task:

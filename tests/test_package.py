@@ -139,6 +139,7 @@ def test_public_api_is_stable() -> None:
         "retry_messages",
         "summarize",
         "write_tasks",
+        "write_text_atomic",
     }
     assert set(rrr_agent.__all__) == expected
     for name in rrr_agent.__all__:

@@ -23,17 +23,11 @@ from rrr_agent import (
 )
 
 from .conftest import math_task
-from .tiny_model import build_tiny_model
 
 PAPER_MATH = (
     "You tried solving the problem and got the wrong answer. Reflect on what went wrong and write "
     "a short explanation that will help you do better next time."
 )
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def parity_task(i: int) -> Task:

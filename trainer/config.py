@@ -9,13 +9,38 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from rrr_agent import ConfigError
 
-__all__ = ["RRRTrainConfig"]
+__all__ = ["RRRTrainConfig", "merge_sources"]
+
+
+def merge_sources(
+    cls: Any,
+    toml_path: str | Path | None,
+    pick: Callable[[dict[str, Any]], dict[str, Any]],
+    overrides: dict[str, Any],
+    what: str,
+) -> dict[str, Any]:
+    """A settings dataclass's values: what ``pick`` takes from the TOML file, then the overrides
+    that are not None. An unreadable file or an unknown key is a ConfigError."""
+    values: dict[str, Any] = {}
+    if toml_path is not None:
+        path = Path(toml_path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        values.update(pick(data))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown {what} setting(s): {', '.join(unknown)}")
+    return values
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -141,20 +166,11 @@ class RRRTrainConfig:
     @classmethod
     def from_sources(cls, toml_path: str | Path | None = None, **overrides: Any) -> RRRTrainConfig:
         """Defaults ← TOML file (top level or a ``[train]`` table) ← overrides that are not None."""
-        values: dict[str, Any] = {}
-        if toml_path is not None:
-            path = Path(toml_path)
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{path}: {exc}") from exc
-            values.update(data.get("train", data))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")
-        config = cls(**values)
+
+        def pick(data: dict[str, Any]) -> dict[str, Any]:
+            return dict(data.get("train", data))  # a [train] table, or the top level
+
+        config = cls(**merge_sources(cls, toml_path, pick, overrides, "training"))
         config.validate()
         return config
 

@@ -28,14 +28,12 @@ model did not match the promoted candidate (rolled back).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
 import shutil
 import signal
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +48,10 @@ from rrr_agent import (
     RRRError,
     embedded,
     load_settings,
+    write_text_atomic,
 )
 
-from .config import RRRTrainConfig
+from .config import RRRTrainConfig, merge_sources
 
 __all__ = [
     "EXIT_ERROR",
@@ -106,22 +105,15 @@ class NightlyConfig:
 
     @classmethod
     def from_sources(cls, path: str | Path | None = None, **overrides: Any) -> NightlyConfig:
-        values: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            try:
-                data = tomllib.loads(p.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{p}: {exc}") from exc
-            values.update(data.get("nightly", {}))
-            if "train" in data:
+        """Defaults ← the TOML file's ``[nightly]`` (and ``[train]``) tables ← overrides."""
+
+        def pick(data: dict[str, Any]) -> dict[str, Any]:
+            values = dict(data.get("nightly", {}))
+            if "train" in data:  # the [train] table is the training itself
                 values["train"] = {**values.get("train", {}), **data["train"]}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown nightly setting(s): {', '.join(unknown)}")
-        config = cls(**values)
+            return values
+
+        config = cls(**merge_sources(cls, path, pick, overrides, "nightly"))
         if config.min_failures < 1:
             raise ConfigError("min_failures must be at least 1")
         RRRTrainConfig.from_sources(None, **config.train)  # a bad [train] table fails now
@@ -154,9 +146,7 @@ class _State:
                 raise DataError(f"unreadable nightly state: {exc.msg}", path=self.path) from None
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(self.data, indent=2), fsync=True)
 
     def stage(self, name: str, **extra: Any) -> None:
         self.data["run"] = {**(self.data.get("run") or {}), "stage": name, **extra}
