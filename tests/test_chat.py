@@ -195,6 +195,48 @@ async def test_app_conversation_with_self_correction_and_wrong_key(settings: Set
     assert logged[2].verdicts[0].feedback == "wrong country"
 
 
+async def test_a_message_sent_while_starting_waits_for_the_model(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded model can take minutes to prepare: what is typed meanwhile is kept and sent
+    once the session is ready, and a narrow status line still says it is starting."""
+    import threading
+
+    import rrr_tui.app as app_module
+
+    gate = threading.Event()
+
+    class SlowSession(ChatSession):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            assert gate.wait(30), "the test never let the session start"
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(app_module, "ChatSession", SlowSession)
+    model = ScriptedModel(["Hello there."])
+    app = ChatApp(settings, model=model.model)
+    async with app.run_test(size=(60, 24)) as pilot:
+        await pilot.pause(0.1)
+        status = str(app.query_one("#status").render())
+        assert status.startswith("starting…"), status
+        app.query_one("#prompt").focus()
+        await pilot.press(*"hi", "enter")
+        await pilot.pause(0.1)
+        assert "sent once the model is ready" in str(app.query_one("#status").render())
+        assert app.query_one("#prompt").value == ""  # type: ignore[attr-defined]
+        assert not list(app.query(Turn))
+        gate.set()
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.session is not None and app.session.turns:
+                break
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.1)
+        assert "Hello there." in _screen_text(app)
+        assert "last turn 1 attempt(s)" in str(app.query_one("#status").render())
+    (traj,) = TrajectoryStore(settings.trajectory_log).read()
+    assert traj.attempts[0].text == "Hello there."
+
+
 def _slow_provider(pieces: list[str], delay: float) -> str:
     """A provider that streams pieces with a delay between them (a real socket is not needed to
     watch the app draw tokens as they come)."""

@@ -384,6 +384,9 @@ class ChatApp(App[None]):
         self.correcting: Turn | None = None
         self.correction: Worker[Any] | None = None
         self.asked = False
+        #: True while the session is being built; a message sent then waits in ``queued``.
+        self.starting = False
+        self.queued: str | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -405,6 +408,7 @@ class ChatApp(App[None]):
     async def _start_session(self) -> None:
         """Build (or resume) the session without blocking the screen: the embedded model may
         have to be prepared first."""
+        self.starting = True
         self._status("starting…")
         try:
             spec = chat_verifier(self.verifier_kind, self.verifier_arg)
@@ -418,12 +422,18 @@ class ChatApp(App[None]):
                     system=self.system,
                 )  # fmt: skip
         except RRRError as exc:
+            self.starting = False
+            self.queued = None
             self.notify(str(exc), title="cannot start the chat", severity="error", timeout=15)
             self._status("no session: pick a model with F2")
             return
+        self.starting = False
         self.session = session
         self._render_history()
         self._status()
+        if self.queued is not None:  # typed while the model was being prepared
+            text, self.queued = self.queued, None
+            self._send(text)
 
     # ------------------------------------------------------------------ status
 
@@ -431,11 +441,15 @@ class ChatApp(App[None]):
         s = self.session
         model = s.model if s else (self.start_model or "…")
         verifier = s.verifier.type if s else self.verifier_kind
-        text = (
-            f"{model} · verifier {verifier} · {self.tokens} tokens · "
-            f"last turn {self.last_attempts} attempt(s)"
-        )
-        self.query_one("#status", Static).update(Text(text + (f" · {extra}" if extra else "")))
+        # What is happening now comes first, so a narrow terminal still shows it.
+        parts = [extra] if extra else []
+        parts += [
+            model,
+            f"verifier {verifier}",
+            f"{self.tokens} tokens",
+            f"last turn {self.last_attempts} attempt(s)",
+        ]
+        self.query_one("#status", Static).update(Text(" · ".join(parts)))
 
     def _draw_tokens(self) -> None:
         if self.turn is not None:
@@ -469,15 +483,23 @@ class ChatApp(App[None]):
         text = event.value.strip()
         if not text:
             return
+        if self.session is None and self.starting and self.queued is None:
+            event.input.value = ""
+            self.queued = text
+            self._status("starting… your message is sent once the model is ready")
+            return
         if self.session is None:
             self.notify("no model yet: pick one with F2", severity="warning")
             return
         if self._busy():
             self.notify("still answering: wait, or press escape to cancel", severity="warning")
             return
+        event.input.value = ""
+        self._send(text)
+
+    def _send(self, text: str) -> None:
         self.history.append(text)
         self.history_pos = len(self.history)
-        event.input.value = ""
         self.turn = Turn(text)
         chat = self.query_one("#chat", VerticalScroll)
         chat.mount(self.turn)
