@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/runtime_overhead.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/trainer_step.py
+	$(BIN)/python benchmarks/proxy_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
