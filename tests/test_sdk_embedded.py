@@ -121,6 +121,47 @@ def test_proxy_tool_request_on_the_embedded_model(proxy: AppServer) -> None:
     assert reply.model_extra["rrr"]["attempts"][0]["passed"] is True
 
 
+UNIT_TOOL = {"type": "function", "function": {
+             "name": "get_weather", "description": "Current weather",
+             "parameters": {"type": "object", "properties": {
+                 "city": {"type": "string"},
+                 "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                 "required": ["city", "unit"]}}}  # fmt: skip
+# One worked example of the checker's feedback; the model still leaves out the unit on its first try
+# for Berlin (greedy), and the retry after the reflection puts it in.
+FEEDBACK_SYSTEM = """You are a weather assistant. To call a function, answer with \
+[function(arg="value")].
+
+User: What is the weather in Rome?
+Assistant: [get_weather(city="Rome")]
+User: The answer was checked and judged incorrect. Checker feedback: Call #1 to 'get_weather': \
+(arguments): 'unit' is a required property
+Assistant: [get_weather(city="Rome", unit="celsius")]
+"""
+
+
+def test_proxy_corrects_a_bad_tool_call_on_the_embedded_model(tmp_path: Path) -> None:
+    log = tmp_path / "proxy.jsonl"
+    settings = load_settings(model=MODEL, log_path=log, max_tokens=40, show_feedback=True)
+    with AppServer(create_app(settings, upstream=MODEL)) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="any", tools=[UNIT_TOOL], max_tokens=32,
+            messages=[{"role": "system", "content": FEEDBACK_SYSTEM},
+                      {"role": "user", "content": "What is the weather in Berlin in celsius?"}],
+        )  # fmt: skip
+    reply = raw.parse()
+    assert raw.headers["x-rrr-attempts"] == "2" and raw.headers["x-rrr-verified"] == "true"
+    first, second = reply.model_extra["rrr"]["attempts"]
+    assert json.loads(first["tool_calls"][0]["function"]["arguments"]) == {"city": "Berlin"}
+    assert first["passed"] is False and "'unit' is a required property" in first["feedback"]
+    assert second["passed"] is True
+    call = reply.choices[0].message.tool_calls[0]
+    assert json.loads(call.function.arguments) == {"city": "Berlin", "unit": "celsius"}
+    (traj,) = TrajectoryStore(log).read()  # the corrected call is training data
+    assert [v.passed for v in traj.verdicts] == [False, True] and len(traj.reflections) == 1
+
+
 def test_proxy_passthrough_and_stream_on_the_embedded_model(proxy: AppServer) -> None:
     import litellm
 
