@@ -92,6 +92,19 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return False
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """A read that timed out, however deep litellm wrapped it (a stream that stops mid-answer
+    arrives as a ``MidStreamFallbackError`` around an ``APIConnectionError`` around the timeout)."""
+    for e in _chain(exc):
+        if isinstance(e, asyncio.TimeoutError | TimeoutError):
+            return True
+        kind = f"{type(e).__module__}.{type(e).__name__}"
+        if kind.startswith(("httpx.", "aiohttp.")) and "Timeout" in type(e).__name__:
+            return True
+    text = " ".join(str(e) for e in _chain(exc))
+    return "Timeout on reading data from socket" in text
+
+
 def _missing_key(exc: BaseException, model: str) -> ConfigError | None:
     """A missing API key is the caller's configuration, not the server's fault: no retry, and
     the message names the variable to set."""
@@ -125,7 +138,7 @@ def map_litellm_error(exc: BaseException, model: str) -> InfrastructureError | C
     ex = litellm.exceptions
     status = getattr(exc, "status_code", None)
     msg = f"{model}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, ex.Timeout | asyncio.TimeoutError | TimeoutError):
+    if isinstance(exc, ex.Timeout | asyncio.TimeoutError | TimeoutError) or _is_timeout(exc):
         return ModelTimeout(msg, status_code=status, model=model)
     key_error = _missing_key(exc, model)
     if key_error is not None:
@@ -162,6 +175,18 @@ def _retry_after(exc: BaseException) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def _check_stream(response: Any, model: str) -> None:
+    """A server asked for a stream that answers with a plain body (an error page, a JSON object)
+    gets no SSE events, and litellm would make an empty, "finished" answer of it: a malformed
+    response, never an empty attempt."""
+    headers = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
+    kind = headers.get("llm_provider-content-type")
+    if isinstance(kind, str) and not kind.lower().startswith("text/event-stream"):
+        raise MalformedResponse(
+            f"{model}: a stream was asked for, but the server answered with {kind}", model=model
+        )
 
 
 def parse_response(response: Any, *, model: str, latency_s: float) -> ModelOutput:
@@ -320,6 +345,7 @@ class LiteLLMClient:
             response = await asyncio.wait_for(
                 litellm.acompletion(model=self.model, messages=messages, **kwargs), guard
             )
+            _check_stream(response, self.model)
             iterator = response.__aiter__()
             while True:
                 try:

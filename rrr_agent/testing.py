@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._providers import openai_tool_calls
 from ._types import FunctionCall, ToolCall
@@ -37,6 +37,11 @@ class StubResponse:
     delay_s: float = 0.0
     body: str | None = None  # raw body, e.g. malformed JSON
     headers: dict[str, str] = field(default_factory=dict)
+    #: ``"reset"``: the connection is cut after ``after_chunks`` pieces of the answer (a stream's
+    #: chunks, or the first bytes of a JSON body); ``"stall"``: the answer stops there and the
+    #: server goes quiet until the client leaves.
+    fault: Literal["reset", "stall"] | None = None
+    after_chunks: int = 1
 
 
 def _completion(req: dict[str, Any], resp: StubResponse, counter: int) -> dict[str, Any]:
@@ -95,6 +100,19 @@ async def _stream(body: dict[str, Any], include_usage: bool) -> Any:
     yield "data: [DONE]\n\n"
 
 
+class _Cut(Exception):
+    """Raised inside a streaming body: uvicorn then drops the connection mid-answer."""
+
+
+async def _faulty(pieces: list[str], resp: StubResponse, request: Any) -> Any:
+    for piece in pieces[: resp.after_chunks]:
+        yield piece
+    if resp.fault == "reset":
+        raise _Cut("connection reset by the stub (planned)")
+    while not await request.is_disconnected():  # noqa: ASYNC110 (polling the client is the point)
+        await asyncio.sleep(0.05)  # stall: say nothing more until the client goes
+
+
 class AppServer:
     """Any ASGI app served by uvicorn on 127.0.0.1 in a background thread (a context manager);
     ``port`` is the one it got (0 picks a free one)."""
@@ -146,8 +164,10 @@ class StubOpenAIServer:
     """A real HTTP server in a background thread; a context manager. ``base_url`` ends in /v1.
 
     ``requests`` holds every chat-completion request body received, in order, and ``headers``
-    their HTTP headers (lower-case names). ``disconnects`` counts requests whose client went away
-    while a planned delay was running. A request with ``"stream": true`` is answered as an SSE
+    their HTTP headers (lower-case names). A planned :class:`StubResponse` can also misbehave:
+    a status with headers (429 + Retry-After), a raw malformed body, a delay past the client's
+    timeout, a connection reset or a stall in the middle of the answer (``fault``).
+    ``disconnects`` counts requests whose client went away while a planned delay was running. A request with ``"stream": true`` is answered as an SSE
     stream, word by word.
     """
 
@@ -219,6 +239,14 @@ class StubOpenAIServer:
                     headers=resp.headers,
                 )
             body = _completion(req, resp, self._counter)
+            if resp.fault is not None:
+                if req.get("stream"):
+                    chunks = [c async for c in _stream(body, False)]
+                    media = "text/event-stream"
+                else:
+                    text = json.dumps(body)
+                    chunks, media = [text[: len(text) // 2]], "application/json"
+                return StreamingResponse(_faulty(chunks, resp, request), media_type=media)
             if req.get("stream"):
                 return StreamingResponse(
                     _stream(body, bool((req.get("stream_options") or {}).get("include_usage"))),

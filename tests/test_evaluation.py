@@ -99,6 +99,25 @@ def test_evaluate_reflection_vs_plain_control(tmp_path: Path) -> None:
     assert len(list(store.read())) == 16 + 6 + 5  # reflection runs, then control runs (a: 6, b: 5)
 
 
+def test_chart_of_a_model_at_zero_and_one_hundred_percent(tmp_path: Path) -> None:
+    """Wilson bounds at 0 % and 100 % sit on the rate (or a rounding error past it): the chart's
+    error bars must still draw (a real 0 % BFCL run on 25 tasks once crashed here after a
+    12-minute eval: the lower bound came out as 1.4e-17, above the rate)."""
+    for n in range(1, 120):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
+    never = ScriptedModel(default="wrong")
+    always = ScriptedModel(
+        default=lambda messages: str(2 * int(messages[0]["content"].split(":")[0][1:]))
+    )
+    settings = load_settings(log_path=tmp_path / "eval.jsonl")
+    report = evaluate(tasks(25), [never.model, always.model], taskset="toy", settings=settings)
+    rates = [m.summary()["second_try"]["rate"] for m in report.models]
+    assert rates == [0.0, 1.0]
+    assert report.plot(tmp_path / "chart.png").stat().st_size > 5_000
+
+
 def test_reflection_metrics_count_answers_inside_reflections() -> None:
     def reply(messages: list[dict[str, Any]]) -> str:
         if len(messages) == 1:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .._files import write_text_atomic
 from .._settings import load_settings
 from ._common import (
     EXIT_INFRA,
@@ -95,15 +96,13 @@ def eval_command(
             )  # fmt: skip
     table = report.markdown()
     if markdown is not None:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(table, encoding="utf-8")
-    if png is not None:
-        report.plot(png)
-    if as_json:
+        write_text_atomic(markdown, table)
+    if as_json:  # the figures first: a chart that cannot be drawn must not lose them
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(table)
-        if png is not None:
-            err.print(f"chart written to {png}")
+    if png is not None:
+        report.plot(png)
+        err.print(f"chart written to {png}")
     if any(m.errors for m in report.models):
         raise typer.Exit(EXIT_INFRA)
