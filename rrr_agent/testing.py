@@ -167,8 +167,8 @@ class StubOpenAIServer:
     their HTTP headers (lower-case names). A planned :class:`StubResponse` can also misbehave:
     a status with headers (429 + Retry-After), a raw malformed body, a delay past the client's
     timeout, a connection reset or a stall in the middle of the answer (``fault``).
-    ``disconnects`` counts requests whose client went away while a planned delay was running. A request with ``"stream": true`` is answered as an SSE
-    stream, word by word.
+    ``disconnects`` counts requests whose client went away while a planned delay was running.
+    A request with ``"stream": true`` is answered as an SSE stream, word by word.
     """
 
     def __init__(
