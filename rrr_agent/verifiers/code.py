@@ -26,11 +26,16 @@ The sandbox (what each run gets):
   A uid of its own (not the shared ``nobody``) makes RLIMIT_NPROC count this run's processes only,
   and lets a reaper kill every process of that uid afterwards, including any that escaped the
   process group. The Python installation is bind-mounted read-only at a path that uid can reach;
-- **when not root**: the same limits, but the candidate runs as the calling user. Network isolation
-  is attempted with an unprivileged user namespace (``unshare(CLONE_NEWUSER|CLONE_NEWNET)``) and
-  skipped where the kernel forbids it; RLIMIT_NPROC is not set (it would count every process of
-  the user); files the user can write are writable, and ``/proc/<pid>/environ`` of the user's other
-  processes is readable. ``details["sandbox"]`` says what was applied.
+- **when not root**: the same limits, and the candidate runs as the calling user inside an
+  unprivileged user namespace with its own PID, mount and network namespaces where the kernel
+  allows them (``unshare(CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWNET)``): a private
+  ``/proc`` (no other process is visible or can be signalled, so no ``/proc/<pid>/environ`` of the
+  user's other processes), private tmpfs over ``/tmp``, ``/var/tmp`` and ``/dev/shm``, no network,
+  and a namespace init whose end kills everything the run left behind. RLIMIT_NPROC is the user's
+  process count at the start plus the run's budget. Files the user can write outside the
+  temporary folders (the home directory) stay writable. Where the kernel forbids the namespaces,
+  a user + network namespace is tried, then none. ``details["sandbox"]`` says what was applied
+  (``pid_isolated``, ``network_isolated``, ``mount_isolated``).
 
 A candidate's failure (syntax error, exception, failed assertion, timeout, memory or CPU limit,
 signal, early exit) is always a failing verdict whose ``feedback`` says which; the test source and
@@ -79,7 +84,7 @@ _PASS_TAG = "RRR-PASS "
 # The first program: runs as the caller (root here), builds the sandbox, then execs the runner.
 # Arguments: one JSON object. It writes exactly one status line to stderr before exec'ing.
 _BOOTSTRAP = r"""
-import ctypes, json, os, resource, sys
+import ctypes, json, os, resource, signal, sys
 cfg = json.loads(sys.argv[1])
 info = {"root": os.geteuid() == 0, "network_isolated": False, "mount_isolated": False,
         "uid": os.geteuid(), "privileges_dropped": False}
@@ -148,7 +153,57 @@ if info["root"]:
     if prefix_fd >= 0:
         os.close(prefix_fd)
 else:
-    if libc is not None and libc.unshare(NEWUSER | NEWNET) == 0:
+    # Not root. Count this user's processes first (RLIMIT_NPROC counts all of them).
+    me = os.getuid()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                count += os.stat("/proc/" + entry).st_uid == me
+            except OSError:
+                pass
+    info["user_processes"] = count
+    NEWPID = 0x20000000
+    if libc is not None and libc.unshare(NEWUSER | NEWNET | NEWPID | NEWNS) == 0:
+        # A PID namespace: the candidate sees and signals no process outside its run, and when
+        # its init (the first child) ends, the kernel kills whatever the run left behind.
+        info["network_isolated"] = True
+        info["pid_isolated"] = True
+        status_r, status_w = os.pipe()
+        init = os.fork()
+        if init:  # outside: wait for the namespace's init, then end the way the candidate ended
+            os.close(status_w)
+            os.waitpid(init, 0)
+            report = os.read(status_r, 64).decode() or "E:1"
+            kind, value = report.split(":")
+            if kind == "S":
+                signal.signal(int(value), signal.SIG_DFL)
+                os.kill(os.getpid(), int(value))
+            os._exit(int(value))
+        os.close(status_r)
+        # pid 1: a private /proc and private temporary folders, then the candidate as pid 2.
+        libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
+        if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None) != 0:
+            fail("cannot mount a private /proc (errno %d)" % ctypes.get_errno())
+        opts = ("size=%dk,mode=1777" % cfg["tmpfs_kib"]).encode()
+        for d in ("/tmp", "/var/tmp", "/dev/shm"):
+            if os.path.isdir(d) and not os.path.islink(d):
+                if libc.mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0:
+                    info["mount_isolated"] = True
+        child = os.fork()
+        if child:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            while True:  # reap everything; the candidate's end is the run's end
+                pid, status = os.waitpid(-1, 0)
+                if pid == child:
+                    break
+            if os.WIFSIGNALED(status):
+                os.write(status_w, ("S:%d" % os.WTERMSIG(status)).encode())
+            else:
+                os.write(status_w, ("E:%d" % os.WEXITSTATUS(status)).encode())
+            os._exit(0)
+        os.close(status_w)
+    elif libc is not None and libc.unshare(NEWUSER | NEWNET) == 0:
         info["network_isolated"] = True
 def limit(kind, soft, hard=None):
     hard = soft if hard is None else hard
@@ -165,6 +220,9 @@ limit(resource.RLIMIT_AS, cfg["memory_bytes"])
 limit(resource.RLIMIT_FSIZE, cfg["fsize_bytes"])
 limit(resource.RLIMIT_NOFILE, cfg["nofile"])
 limit(resource.RLIMIT_CORE, 0)
+if not info["root"]:
+    # The user's processes at the start plus this run's budget (and its init).
+    limit(resource.RLIMIT_NPROC, info["user_processes"] + cfg["nproc"] + 2)
 if info["root"]:
     uid = cfg["uid"]
     limit(resource.RLIMIT_NPROC, cfg["nproc"])
