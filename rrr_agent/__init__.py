@@ -59,7 +59,7 @@ from ._files import write_text_atomic
 from ._models import LiteLLMClient, ModelClient, RetryPolicy
 from ._prompts import Prompt, PromptLibrary
 from ._scripted import ScriptedError, ScriptedModel, ScriptedReply
-from ._settings import Settings, data_dir, load_settings
+from ._settings import Settings, data_dir, key_line, load_settings, read_toml
 from ._store import (
     ErrorLog,
     JsonlAppender,
@@ -182,8 +182,10 @@ __all__ = [
     "chat_verifier",
     "data_dir",
     "iter_tasks",
+    "key_line",
     "load_settings",
     "load_tasks",
+    "read_toml",
     "read_trajectories",
     "reflection_messages",
     "register_verifier",

@@ -15,6 +15,7 @@ The data dir is ``$RRR_HOME``, else ``$XDG_DATA_HOME/rrr``, else ``~/.local/shar
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._errors import ConfigError
 from ._types import LoopOptions, SamplingParams
 
-__all__ = ["Settings", "config_path", "data_dir", "load_settings"]
+__all__ = ["Settings", "config_path", "data_dir", "key_line", "load_settings", "read_toml"]
 
 
 def data_dir() -> Path:
@@ -149,18 +150,49 @@ class Settings(BaseSettings):
 _TOML_VALUES: ContextVar[dict[str, Any]] = ContextVar("rrr_toml_values")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's table. Unreadable or invalid TOML is a :class:`ConfigError` naming the file
+    and the line (``rrr.toml:3: invalid TOML: ...``). Every TOML file rrr reads comes through here
+    (runtime settings, ``[train]``, ``[nightly]``)."""
+    path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc.reason}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if where:
+            line, col = where.groups()
+            message = message[: where.start()].strip() + f" (column {col})"
+        else:  # "(at end of document)"
+            line = str(max(1, text.count("\n") + (0 if text.endswith("\n") else 1)))
+        raise ConfigError(f"{path}:{line}: invalid TOML: {message}") from exc
+
+
+def key_line(path: str | Path, key: str) -> str:
+    """``path:line`` of the first ``key = ...`` line in a TOML file (``path`` when not found)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return str(path)
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for n, line in enumerate(lines, start=1):
+        if pattern.match(line):
+            return f"{path}:{n}"
+    return str(path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    data = read_toml(path)
     unknown = sorted(set(data) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(
-            f"{path}: unknown setting(s) {', '.join(unknown)} "
+            f"{key_line(path, unknown[0])}: unknown setting(s) {', '.join(unknown)} "
             f"(known: {', '.join(sorted(Settings.model_fields))})"
         )
     return data

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from ._errors import MissingExtraError, ModelRequestError, ModelTimeout, ServerError
+from ._errors import MissingExtraError, ModelRequestError, ModelTimeout, RRRError, ServerError
 from ._providers import import_litellm
 from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 
@@ -436,16 +436,28 @@ def load_local_model(name: str) -> LocalModel:
                     status_code=404,
                     model=f"local/{name}",
                 )
-            if (path / "adapter_config.json").is_file():
-                import json
+            try:
+                if (path / "adapter_config.json").is_file():
+                    import json
 
-                base = json.loads((path / "adapter_config.json").read_text())[
-                    "base_model_name_or_path"
-                ]
-                base_path = embedded.prepare() if base == embedded.EMBEDDED_MODEL else Path(base)
-                model = LocalModel(base_path, name=name, adapter=path)
-            else:
-                model = LocalModel(path, name=name)
+                    base = json.loads((path / "adapter_config.json").read_text())[
+                        "base_model_name_or_path"
+                    ]
+                    base_path = (
+                        embedded.prepare() if base == embedded.EMBEDDED_MODEL else Path(base)
+                    )
+                    model = LocalModel(base_path, name=name, adapter=path)
+                else:
+                    model = LocalModel(path, name=name)
+            except RRRError:
+                raise
+            except Exception as exc:  # a corrupted or incomplete model folder
+                raise ModelRequestError(
+                    f"local/{name}: cannot load the model in {path}: {type(exc).__name__}: "
+                    f"{str(exc)[:500]}",
+                    status_code=422,
+                    model=f"local/{name}",
+                ) from exc
         _LOADED[name] = model
         return model
 

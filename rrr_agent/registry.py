@@ -94,8 +94,14 @@ class Registry:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError("checkpoint has no manifest (half-written?)", path=path) from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"unreadable checkpoint manifest: {exc}", path=path) from None
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"checkpoint manifest is not valid JSON: {exc.msg} (column {exc.colno})",
+                path=path,
+                line=exc.lineno,
+            ) from None
+        except OSError as exc:
+            raise DataError(f"unreadable checkpoint manifest: {exc.strerror}", path=path) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or "files" not in data:
             raise DataError(f"not a checkpoint manifest of format {FORMAT}", path=path)
         return data

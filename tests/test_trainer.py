@@ -16,6 +16,7 @@ from rrr_trainer import RRRTrainConfig, build_failure_set, mine_failures, split_
 from rrr_agent import (
     ConfigError,
     Engine,
+    LogFileError,
     ScriptedModel,
     Task,
     Trajectory,
@@ -97,7 +98,9 @@ def test_failure_set_from_logs_alone(tmp_path: Path) -> None:
     with log.open("a") as fh:
         fh.write(json.dumps(bad) + "\n")
         fh.write("not json\n")
-    train, heldout, report = build_failure_set([log], holdout_fraction=0.0)
+    with pytest.raises(LogFileError, match=r":5: not valid JSON.*1 unreadable line"):
+        build_failure_set([log], holdout_fraction=0.0)  # corruption stops it, with file:line
+    train, heldout, report = build_failure_set([log], holdout_fraction=0.0, skip_invalid=True)
     assert report.trajectories == 4 and report.failures == 3
     assert len(train) == 1 and heldout == []
     skipped = report.to_dict()["skipped"]

@@ -8,13 +8,12 @@ it from a TOML file (``[train]`` table or top-level keys) and override with flag
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rrr_agent import ConfigError
+from rrr_agent import ConfigError, key_line, read_toml
 
 __all__ = ["RRRTrainConfig", "merge_sources"]
 
@@ -29,17 +28,16 @@ def merge_sources(
     """A settings dataclass's values: what ``pick`` takes from the TOML file, then the overrides
     that are not None. An unreadable file or an unknown key is a ConfigError."""
     values: dict[str, Any] = {}
+    from_file: set[str] = set()
     if toml_path is not None:
-        path = Path(toml_path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        values.update(pick(data))
+        values.update(pick(read_toml(toml_path)))
+        from_file = set(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-        raise ConfigError(f"unknown {what} setting(s): {', '.join(unknown)}")
+        in_file = toml_path is not None and unknown[0] in from_file
+        where = key_line(toml_path, unknown[0]) + ": " if in_file and toml_path else ""
+        raise ConfigError(f"{where}unknown {what} setting(s): {', '.join(unknown)}")
     return values
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rrr_agent import (
+    LogFileError,
     PromptLibrary,
     ReadReport,
     Trajectory,
@@ -127,8 +128,14 @@ def build_failure_set(
     holdout_fraction: float = 0.1,
     filt: TrajectoryFilter | None = None,
     max_examples: int | None = None,
+    skip_invalid: bool = False,
 ) -> tuple[list[FailureExample], list[FailureExample], DataReport]:
-    """(train, heldout, report) from trajectory logs. Unreadable lines are skipped and reported."""
+    """(train, heldout, report) from trajectory logs.
+
+    Torn lines (a writer killed mid-record) are skipped and reported. Any other unreadable line is
+    corruption: a :class:`LogFileError` naming file and line, unless ``skip_invalid``, which
+    trains on the rest and lists them in the report (the nightly job does, and reports them).
+    """
     report = DataReport()
     prompts = PromptLibrary()
     seen: set[tuple[str, str]] = set()
@@ -170,6 +177,13 @@ def build_failure_set(
                 heldout.append(example)
             else:
                 train.append(example)
+        if read.invalid and not skip_invalid:
+            first = read.invalid[0]
+            raise LogFileError(
+                f"{first.reason} ({len(read.invalid)} unreadable line(s) in this log; "
+                "--skip-invalid trains on the rest)",
+                path=first.path, line=first.line,
+            )  # fmt: skip
         report.bad_lines += [str(p) for p in read.problems]
     if max_examples is not None and len(train) > max_examples:
         report.skipped["over max_examples"] += len(train) - max_examples

@@ -328,7 +328,9 @@ def _run(
     t = report.stage("collect")
     new_log = scratch / "new.jsonl"
     watermark, lines = _collect(logs, state.data.get("watermark", {}), new_log)
-    train_set, _, data_report = build_failure_set([new_log], holdout_fraction=0.0)
+    train_set, _, data_report = build_failure_set(
+        [new_log], holdout_fraction=0.0, skip_invalid=True
+    )
     report.done(t, lines=lines, failures=len(train_set), data=data_report.to_dict())
     say(f"collected {lines} new trajectory lines; {len(train_set)} training failures")
     if pending := state.data.pop("pending_reload", None):

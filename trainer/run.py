@@ -42,6 +42,7 @@ def train(
     *,
     resume: bool = True,
     progress: ProgressHook | None = None,
+    skip_invalid: bool = False,
 ) -> TrainResult:
     """Build the failure set from ``data`` logs, train in ``config.mode``, export the result.
 
@@ -51,15 +52,16 @@ def train(
     torch_env(config.threads)
     started = time.perf_counter()
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     train_set, heldout, report = build_failure_set(
-        data, holdout_fraction=config.holdout_fraction, max_examples=config.max_examples
-    )
-    (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    if not train_set:
+        data, holdout_fraction=config.holdout_fraction, max_examples=config.max_examples,
+        skip_invalid=skip_invalid,
+    )  # fmt: skip
+    if not train_set:  # bad or empty data: nothing is written
         raise DataError(
             f"no trainable failures in {', '.join(map(str, data))}: {report.to_dict()['skipped']}"
         )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     (output_dir / "heldout.jsonl").write_text(
         "".join(json.dumps({"task": json.loads(e.task_json)}) + "\n" for e in heldout)
     )

@@ -29,17 +29,27 @@ app = typer.Typer(
 LogsArg = Annotated[list[Path], typer.Argument(help="Trajectory logs (JSONL) to learn from.")]
 
 
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Skip corrupt log lines (listed in the report) instead of stopping at the first.",
+    ),
+]
+
+
 @app.command("data")
 def train_data(
     logs: LogsArg,
     holdout: Annotated[float, typer.Option(help="Share of tasks held out.")] = 0.1,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Report what the logs give as training data: failures kept, skipped and why, splits."""
     from rrr_trainer.data import build_failure_set
 
     with errors_exit():
-        _, _, report = build_failure_set(logs, holdout_fraction=holdout)
+        _, _, report = build_failure_set(logs, holdout_fraction=holdout, skip_invalid=skip_invalid)
     data = report.to_dict()
     if as_json:
         print(json.dumps(data, indent=2))
@@ -116,6 +126,7 @@ def train_run(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints; start over.")] = False,
+    skip_invalid: SkipInvalidOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train with RRR GRPO on the failures in LOGS; resumes from the last checkpoint."""
@@ -152,7 +163,9 @@ def train_run(
                     fields["kl"] = f"{row['kl']:.4f}"
                 bar.update(steps, completed=step, total=total or config.max_steps, **fields)
 
-            result = train(config, list(logs), resume=not fresh, progress=on_step)
+            result = train(
+                config, list(logs), resume=not fresh, progress=on_step, skip_invalid=skip_invalid
+            )
     summary = {
         "output_dir": str(result.output_dir),
         "steps": result.steps,

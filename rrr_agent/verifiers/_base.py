@@ -261,9 +261,11 @@ def load_spec(spec: str | dict[str, Any] | VerifierSpec) -> VerifierSpec:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise VerifierSpecError(
-                f"{where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-            ) from exc
+            if where == "the spec":
+                message = f"the spec is not valid JSON: {exc.msg} (column {exc.colno})"
+            else:  # a file: file:line, like every other data error
+                message = f"{where}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})"
+            raise VerifierSpecError(message) from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise VerifierSpecError('a verifier spec is a JSON object with a "type" string')
     try:
