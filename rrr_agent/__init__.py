@@ -59,6 +59,7 @@ from ._files import write_text_atomic
 from ._models import LiteLLMClient, ModelClient, RetryPolicy
 from ._prompts import Prompt, PromptLibrary
 from ._scripted import ScriptedError, ScriptedModel, ScriptedReply
+from ._secrets import redact, register_secret
 from ._settings import Settings, data_dir, key_line, load_settings, read_toml
 from ._store import (
     ErrorLog,
@@ -187,7 +188,9 @@ __all__ = [
     "load_tasks",
     "read_toml",
     "read_trajectories",
+    "redact",
     "reflection_messages",
+    "register_secret",
     "register_verifier",
     "require_extra",
     "retry_messages",

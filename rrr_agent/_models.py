@@ -28,6 +28,7 @@ from ._errors import (
     ServerError,
 )
 from ._providers import Provider, ensure_provider, import_litellm, provider_for
+from ._secrets import redact, register_secret
 from ._types import FunctionCall, ModelOutput, ToolCall, Usage
 
 __all__ = [
@@ -137,7 +138,7 @@ def map_litellm_error(exc: BaseException, model: str) -> InfrastructureError | C
     litellm = import_litellm()
     ex = litellm.exceptions
     status = getattr(exc, "status_code", None)
-    msg = f"{model}: {type(exc).__name__}: {exc}"
+    msg = redact(f"{model}: {type(exc).__name__}: {exc}")  # providers echo rejected keys
     if isinstance(exc, ex.Timeout | asyncio.TimeoutError | TimeoutError) or _is_timeout(exc):
         return ModelTimeout(msg, status_code=status, model=model)
     key_error = _missing_key(exc, model)
@@ -264,6 +265,7 @@ class LiteLLMClient:
         self.model = model
         self.api_base = api_base
         self.api_key = api_key
+        register_secret(api_key)
         self.extra = dict(extra or {})
 
     def _kwargs(

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from ._errors import LogFileError
+from ._secrets import redact
 from ._types import Outcome, Task, Trajectory, utcnow
 
 __all__ = [
@@ -156,7 +157,7 @@ class ErrorLog(JsonlAppender):
                 "task_id": task.id,
                 "stage": stage,
                 "error_type": type(error).__name__,
-                "error": str(error),
+                "error": redact(str(error)),
                 "status_code": getattr(error, "status_code", None),
             }
         )

@@ -45,6 +45,7 @@ from ._errors import (
 )
 from ._models import LiteLLMClient, map_litellm_error
 from ._providers import ensure_provider, import_litellm
+from ._secrets import redact, register_secret
 from ._settings import Settings
 from ._types import Message, SamplingParams, Task, Trajectory, Usage, VerifierSpec
 
@@ -68,8 +69,12 @@ class ProxyError(RRRError):
         super().__init__(message)
 
 
+def _redact_bytes(content: bytes) -> bytes:
+    return redact(content.decode("utf-8", "replace")).encode("utf-8")
+
+
 def _error_body(message: str, kind: str, code: str | int | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": redact(message), "type": kind, "param": None, "code": code}}
 
 
 def _upstream_error(exc: BaseException, model: str) -> ProxyError:
@@ -247,10 +252,12 @@ class _Proxy:
         self.settings = settings
         self.upstream = upstream
         self.token = token
+        register_secret(token)
         # One engine for the proxy's life; each request brings its own sampling.
         self.engine = Engine.from_settings(settings, model=upstream)
         self.api_base = settings.api_base
         self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        register_secret(self.api_key)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s, connect=10.0))
         # Name the upstream server knows the model by (hosted_vllm/rrr → rrr).
         self.upstream_name = upstream.split("/", 1)[1] if "/" in upstream else upstream
@@ -312,6 +319,10 @@ class _Proxy:
             if body.get("stream"):
                 resp = await self.http.send(upstream, stream=True)
                 kept = {k: v for k, v in resp.headers.items() if k.lower() == "content-type"}
+                if resp.status_code >= 400:  # an error body: read whole, keys blanked
+                    content = _redact_bytes(await resp.aread())
+                    await resp.aclose()
+                    return Response(content, status_code=resp.status_code, headers=kept)
                 return StreamingResponse(
                     resp.aiter_raw(), status_code=resp.status_code, headers=kept,
                     background=BackgroundTask(resp.aclose),
@@ -322,7 +333,10 @@ class _Proxy:
         if answer is None:
             return Response(status_code=499)
         kept = {k: v for k, v in answer.headers.items() if k.lower() == "content-type"}
-        return Response(answer.content, status_code=answer.status_code, headers=kept)
+        content = answer.content
+        if answer.status_code >= 400:  # providers echo a rejected key in their error message
+            content = _redact_bytes(content)
+        return Response(content, status_code=answer.status_code, headers=kept)
 
     async def _through_litellm(self, request: Any, body: dict[str, Any]) -> Any:
         """Providers without an OpenAI-compatible URL (in-process models, cloud providers)."""

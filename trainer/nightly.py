@@ -48,6 +48,7 @@ from rrr_agent import (
     RRRError,
     embedded,
     load_settings,
+    redact,
     write_text_atomic,
 )
 
@@ -585,7 +586,9 @@ class _Report:
             self._plot(figures)
 
     def _write(self) -> None:
-        (self.folder / "report.json").write_text(json.dumps(self.data, indent=2, default=str))
+        (self.folder / "report.json").write_text(
+            redact(json.dumps(self.data, indent=2, default=str))
+        )
         outcome = self.data.get("outcome", "running")
         lines = [f"# Nightly run {self.data['run']}", "",
                  f"Outcome: **{outcome}** {self.data.get('reason', '')}",
@@ -597,7 +600,7 @@ class _Report:
             )
         for key, text in self.data["notes"].items():
             lines += ["", f"{key}: {text}"]
-        (self.folder / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (self.folder / "report.md").write_text(redact("\n".join(lines)) + "\n", encoding="utf-8")
 
     def _plot(self, figures: dict[str, Any]) -> None:
         import matplotlib

@@ -20,9 +20,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .._errors import RRRError
+from .._secrets import redact
 from .._summary import Summary
 from .._tasks import load_tasks
 from .._types import Task, Trajectory
@@ -62,7 +64,10 @@ def errors_exit() -> Iterator[None]:
     try:
         yield
     except RRRError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] {escape(redact(str(exc)))}",
+            highlight=False, markup=True, soft_wrap=True,
+        )  # fmt: skip
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
