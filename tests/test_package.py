@@ -336,3 +336,13 @@ def test_built_wheel_ships_prompts_templates_and_data(tmp_path: Path) -> None:
                      "rrr_prompts/templates/transcript.jinja", "rrr_agent/cli/__init__.py",
                      "rrr_trainer/run.py"):  # fmt: skip
         assert required in names, required
+
+
+def test_installed_packages_match_the_pins() -> None:
+    """The set-up installs from constraints.txt; nothing outside it may be installed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.check_pins"], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 differences" in done.stderr

@@ -27,7 +27,7 @@ from . import fuzz_targets
 from .conftest import REPO
 from .reliability import record, scale
 
-SECONDS = scale(ci=12, full=300)
+SECONDS = scale(ci=12, full=120)
 
 
 def _first(name: str) -> Task:

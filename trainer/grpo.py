@@ -183,7 +183,7 @@ def _metrics_callback(path: Path, progress: ProgressHook | None = None) -> Any:
         """Every log line of the trainer, appended to metrics.jsonl (survives crashes)."""
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs:
+            if logs and state.is_world_process_zero:  # one writer when several processes train
                 row = {"step": state.global_step, "time": time.time()}
                 row.update({k: v for k, v in logs.items() if isinstance(v, int | float | str)})
                 writer.append(row)

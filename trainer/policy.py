@@ -141,3 +141,13 @@ def reflection_end_token(tokenizer: Any, base_eos: list[int], policy: str) -> in
     if _ends_at_newline(tokenizer, policy):
         return int(tokenizer("\n", add_special_tokens=False).input_ids[-1])
     return int(base_eos[0] if base_eos else tokenizer.eos_token_id)
+
+
+def world_size() -> int:
+    """Processes training together (``accelerate launch``/``torchrun`` set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that writes files and prints results."""
+    return int(os.environ.get("RANK", "0")) == 0

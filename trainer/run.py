@@ -13,13 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rrr_agent import DataError
+from rrr_agent import ConfigError, DataError
 
 from .config import RRRTrainConfig
 from .data import DataReport, build_failure_set
 from .export import export_model
 from .plots import plot_metrics
-from .policy import ProgressHook, torch_env
+from .policy import ProgressHook, is_main_process, torch_env, world_size
 
 __all__ = ["TrainResult", "train"]
 
@@ -34,6 +34,8 @@ class TrainResult:
     report: DataReport
     steps: int
     seconds: float
+    #: False on the other ranks of a multi-process run (they export and print nothing)
+    main: bool = True
 
 
 def train(
@@ -49,7 +51,13 @@ def train(
     ``resume`` continues from the newest checkpoint in ``config.output_dir`` (both modes).
     """
     config.validate()
+    if config.mode == "offline" and world_size() > 1:
+        raise ConfigError(
+            "offline mode trains in one process; launch it without several processes, or use "
+            "online mode (GRPO under accelerate)"
+        )
     torch_env(config.threads)
+    main = is_main_process()  # under accelerate, only rank 0 writes files
     started = time.perf_counter()
     output_dir = Path(config.output_dir)
     train_set, heldout, report = build_failure_set(
@@ -61,11 +69,14 @@ def train(
             f"no trainable failures in {', '.join(map(str, data))}: {report.to_dict()['skipped']}"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    (output_dir / "heldout.jsonl").write_text(
-        "".join(json.dumps({"task": json.loads(e.task_json)}) + "\n" for e in heldout)
-    )
-    (output_dir / "rrr_train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if main:
+        (output_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    if main:
+        (output_dir / "heldout.jsonl").write_text(
+            "".join(json.dumps({"task": json.loads(e.task_json)}) + "\n" for e in heldout)
+        )
+        config_row = {**config.to_dict(), "world_size": world_size()}
+        (output_dir / "rrr_train_config.json").write_text(json.dumps(config_row, indent=2))
     if config.mode == "offline":
         from .offline import train_offline
 
@@ -74,6 +85,13 @@ def train(
         from .grpo import train_online
 
         trained = train_online(config, train_set, output_dir, resume=resume, progress=progress)
+    metrics = output_dir / "metrics.jsonl"
+    if not main:  # rank > 0: the model is the same; rank 0 exports it
+        return TrainResult(
+            output_dir=output_dir, adapter_dir=None, merged_dir=None, metrics_path=metrics,
+            plot_path=None, report=report, steps=int(trained.state.global_step),
+            seconds=time.perf_counter() - started, main=False,
+        )  # fmt: skip
     adapter_dir, merged_dir = export_model(
         trained.model,
         trained.tokenizer,
@@ -83,7 +101,6 @@ def train(
         report,
         trained.state,
     )
-    metrics = output_dir / "metrics.jsonl"
     plot = plot_metrics(metrics, output_dir / "metrics.png")
     return TrainResult(
         output_dir=output_dir,

@@ -166,6 +166,8 @@ def train_run(
             result = train(
                 config, list(logs), resume=not fresh, progress=on_step, skip_invalid=skip_invalid
             )
+    if not result.main:  # another rank of `accelerate launch`: rank 0 reports
+        return
     summary = {
         "output_dir": str(result.output_dir),
         "steps": result.steps,
