@@ -11,7 +11,7 @@ medians of the rounds are compared in the same run:
 The upstream answers after ``--delay`` seconds (default 0.1, a fast model's time to answer). With
 ``--delay 0`` it answers at once and the ratios show the proxy's bare per-request cost instead;
 both are printed when ``--delays`` lists several. Usage:
-``python benchmarks/proxy_overhead.py [--requests 128] [--rounds 3] [--delays 0.1 0] [--json]``.
+``python benchmarks/proxy_overhead.py [--requests 512] [--rounds 3] [--delays 0.1 0] [--json]``.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=128)
+    parser.add_argument("--requests", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delays", type=float, nargs="+", default=[0.1, 0.0])
     parser.add_argument("--json", action="store_true")
