@@ -373,6 +373,9 @@ def _run(
     train_config = RRRTrainConfig.from_sources(None, **overrides)
     result = train(train_config, [new_log], resume=False)
     assert result.adapter_dir is not None
+    for kept in (result.metrics_path, result.plot_path):  # the scratch folder goes; these stay
+        if kept is not None and kept.is_file():
+            shutil.copyfile(kept, report.folder / f"training-{kept.name}")
     trained = {"steps": result.steps, "seconds": round(result.seconds, 1),
                "failures": len(train_set), "mode": train_config.mode}  # fmt: skip
     registry.add(
