@@ -49,7 +49,12 @@ from ._secrets import redact, register_secret
 from ._settings import Settings
 from ._types import Message, SamplingParams, Task, Trajectory, Usage, VerifierSpec
 
-__all__ = ["ProxyError", "create_app", "loop_task"]
+__all__ = ["KEEP_ALIVE_S", "ProxyError", "create_app", "loop_task"]
+
+#: How long the proxy keeps an idle client connection open. Longer than clients keep theirs
+#: (httpx and the ``openai`` client: 5 s), so the client always closes an idle connection first:
+#: with equal timeouts a request sent just as the server closes is lost as a read error.
+KEEP_ALIVE_S = 75
 
 T = TypeVar("T")
 

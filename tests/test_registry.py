@@ -64,7 +64,7 @@ def test_corrupted_registry_files_are_named(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "reg")
     reg.add(_folder(tmp_path, "a"), "a", kind="adapter", base_model="b")
     (reg.root / "a" / "manifest.json").write_text("{nope")
-    with pytest.raises(DataError, match=r"a/manifest.json: unreadable checkpoint manifest"):
+    with pytest.raises(DataError, match=r"a/manifest.json:1: checkpoint manifest is not valid"):
         reg.get("a")
     (reg.root / "CURRENT").write_text("../../etc\n")
     with pytest.raises(DataError, match="CURRENT: the current pointer holds"):

@@ -106,8 +106,12 @@ def test_countdown_and_numeric_read_any_expression(expr: str, form: str) -> None
 def test_atheris_finds_no_crash(tmp_path: Path, target: str) -> None:
     corpus = tmp_path / "corpus"
     fuzz_targets.write_seeds(target, str(corpus))
+    # Started through a small shell that forks it: Linux carries a process's peak RSS across
+    # fork and exec, so a fuzzer forked straight from a pytest process that has loaded a model
+    # would start "using" gigabytes and trip libFuzzer's RSS limit before its first input.
     done = subprocess.run(
-        [sys.executable, "-m", "tests.fuzz_targets", target, str(corpus),
+        ["sh", "-c", '"$@"; exit $?', "sh",
+         sys.executable, "-m", "tests.fuzz_targets", target, str(corpus),
          f"-max_total_time={SECONDS}", "-timeout=5", "-rss_limit_mb=2048",
          f"-artifact_prefix={tmp_path}/"],
         cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 120,

@@ -105,9 +105,12 @@ def test_eight_writers_killed_at_random_lose_no_committed_record(tmp_path: Path)
                 torn_lines.append(n)
 
     lost = committed - set(read_ids)
+    # A writer killed after ``append`` returned but before its acknowledgement is restarted at
+    # that record and writes it again (at-least-once): a duplicate is possible only that way,
+    # so there are at most as many as kills.
     duplicates = len(read_ids) - len(set(read_ids))
     assert not lost, f"{len(lost)} committed records lost, e.g. {sorted(lost)[:5]}"
-    assert duplicates == 0
+    assert 0 <= duplicates <= kills
     assert report.invalid == []
     assert [p.line for p in report.torn] == torn_lines  # every tear reported, with its line
     assert all(str(p).startswith(f"{log}:{p.line}: ") for p in report.torn)
@@ -115,15 +118,14 @@ def test_eight_writers_killed_at_random_lose_no_committed_record(tmp_path: Path)
     for t in got:  # every record read is whole
         assert set(t.task.metadata["pad"]) == {"x"}
     assert len(committed) == WRITERS * PER_WRITER  # every writer got to the end
-    unacked = len(read_ids) - len(committed)  # written, then killed before the acknowledgement
-    assert 0 <= unacked <= kills
+    assert set(read_ids) == committed  # every writer finished: every record read was acknowledged
     record(
         "log_durability",
         {
             "writers": WRITERS, "records_per_writer": PER_WRITER, "kills": kills,
             "restarts": restarts, "lines_in_file": lines, "records_read": len(got),
             "committed": len(committed), "committed_lost": len(lost),
-            "written_not_acknowledged": unacked, "torn_lines_reported": len(torn_lines),
+            "rewritten_after_kill": duplicates, "torn_lines_reported": len(torn_lines),
             "torn_read_as_data": 0, "seconds": round(elapsed, 1),
         },
     )  # fmt: skip

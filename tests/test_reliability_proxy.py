@@ -117,6 +117,30 @@ async def _load(port: int, seconds: float) -> tuple[Counter[str], list[float], l
     return outcomes, latencies, loop_latencies
 
 
+def _idle_connection_kept(port: int) -> bool:
+    """Whether a connection left idle a little longer than clients keep theirs (httpx, openai:
+    5 s) still serves a request. A server that closes first races the client's next request."""
+    request = b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for round_ in range(2):
+            if round_:
+                time.sleep(6.0)  # idle past the clients' expiry
+            try:
+                sock.sendall(request)
+                head = sock.recv(65536)
+                while head and b"\r\n\r\n" not in head:
+                    head += sock.recv(65536)
+            except OSError:
+                return False
+            if not head.startswith(b"HTTP/1.1 200"):
+                return False
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += sock.recv(65536)
+    return True
+
+
 def _pct(values: list[float], q: float) -> float:
     return round(1000 * statistics.quantiles(values, n=100)[q - 1], 1)
 
@@ -143,6 +167,7 @@ def test_proxy_under_load_answers_everything_and_stays_flat(tmp_path: Path) -> N
         time.sleep(1.0)  # let dropped connections finish on the server side
         rss_end = _rss_mb(proxy.pid)
         healthy = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).status_code
+        kept = _idle_connection_kept(port)
         assert proxy.poll() is None, "the proxy died under load"
     finally:
         for p in (proxy, upstream):
@@ -155,6 +180,7 @@ def test_proxy_under_load_answers_everything_and_stays_flat(tmp_path: Path) -> N
     assert not bad, f"requests neither answered nor cleanly refused: {bad}"
     assert outcomes["malformed: 200"] == 0 and outcomes["pass: 400"] == 0
     assert healthy == 200
+    assert kept, "the proxy closed an idle connection before clients' 5 s keep-alive expiry"
     assert "Traceback" not in stderr, stderr[-3000:]
     growth = rss_end - rss_warm
     assert growth < max(30.0, 0.25 * rss_warm), f"memory grew {rss_warm:.0f} → {rss_end:.0f} MB"

@@ -40,7 +40,7 @@ def proxy(
     import uvicorn
 
     from ..embedded import model_or_embedded, prepare_for
-    from ..proxy import create_app
+    from ..proxy import KEEP_ALIVE_S, create_app
 
     with errors_exit():
         settings = load_settings(config, model=upstream, api_base=api_base)
@@ -50,4 +50,4 @@ def proxy(
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         err.print(f"[yellow]warning:[/] listening on {host} without --token: anyone can use it")
     err.print(f"rrr proxy → {model} on http://{host}:{port}/v1 (log: {settings.trajectory_log})")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_S)
