@@ -42,6 +42,7 @@ from .policy import (
     reflection_eos_ids,
     resolve_model_path,
     with_adapter,
+    world_size,
 )
 
 __all__ = ["RetryReward", "build_trainer", "shared_template_kwargs", "train_online"]
@@ -278,6 +279,13 @@ def build_trainer(
     transformers = require_extra("transformers", "training")
     trainer.remove_callback(transformers.PrinterCallback)
     reward.trainer = trainer
+    joined = int(trainer.accelerator.num_processes)
+    if joined != world_size():  # launched processes that did not join would train apart
+        raise ConfigError(
+            f"{world_size()} processes were launched (WORLD_SIZE) but {joined} joined the "
+            "training: launch several processes with `accelerate launch --multi_gpu "
+            "--num_processes N` or `torchrun --nproc_per_node N` (on CPU too)"
+        )
     return trainer, reward, tokenizer, original_eos
 
 
