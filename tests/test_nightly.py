@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -208,3 +208,48 @@ def test_shipped_examples_are_valid() -> None:
     assert "rrr nightly --config" in (examples / "rrr-nightly.cron").read_text()
     with pytest.raises(Exception, match="unknown nightly setting"):
         NightlyConfig.from_sources(None, nonsense=1)
+
+
+class _Replies:
+    """A model client for the probe's unit test: each model string answers by a rule."""
+
+    rules: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model: str, **_: Any) -> None:
+        self.model = model
+
+    async def complete(self, messages: list[dict[str, Any]], **_: Any) -> Any:
+        from types import SimpleNamespace
+
+        block = str(messages[-1]["content"])
+        return SimpleNamespace(text=self.rules[self.model](block))
+
+
+def test_probe_asks_the_telling_prompts_and_says_when_there_are_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    import rrr_trainer.nightly as nightly
+
+    monkeypatch.setattr(nightly, "LiteLLMClient", _Replies)
+    config = nightly.NightlyConfig(probe_prompts=4, probe_pool=32, served_name="rrr",
+                                   serve_url="http://127.0.0.1:9/v1")  # fmt: skip
+    cand, prev = SimpleNamespace(model_string="cand"), SimpleNamespace(model_string="prev")
+    pool = [t.messages[-1].content for t in nightly._probe_pool(config)]
+    differ = set(pool[20:23])  # the two models differ on 3 prompts deep in the pool
+
+    def new(block: str) -> str:
+        return "1 + 2" if block in differ else "3 * 4\ufffd"  # a cut-off character: ignored
+
+    old = lambda block: "3 * 4"  # noqa: E731
+    _Replies.rules = {"cand": new, "prev": old, "hosted_vllm/rrr": new}
+    probe = nightly._probe(config, cand, prev)
+    assert probe["probe_telling_prompts"] == 3 and probe["probe_conclusive"]
+    assert [a["candidate"] for a in probe["probe_answers"][:3]] == ["1 + 2"] * 3
+    assert probe["passed"] and probe["served_differs_from_previous"]
+    _Replies.rules["hosted_vllm/rrr"] = old  # a server still on the previous adapter
+    assert not nightly._probe(config, cand, prev)["passed"]
+    _Replies.rules = {"cand": old, "prev": old, "hosted_vllm/rrr": old}  # nothing tells them apart
+    probe = nightly._probe(config, cand, prev)
+    assert probe["passed"] and not probe["probe_conclusive"] and probe["probe_pool"] == 32

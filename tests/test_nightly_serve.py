@@ -83,6 +83,11 @@ def test_promotion_reloads_the_served_adapter(
     report = json.loads((result.report_dir / "report.json").read_text())  # type: ignore[operator]
     reload = next(s for s in report["stages"] if s["stage"] == "reload")
     assert reload["passed"] is True and reload["probe_matches"] >= 3
+    # The probe searched its pool for prompts the two models answer differently, asked those.
+    assert reload["probe_conclusive"] is True and reload["probe_telling_prompts"] >= 1
+    first = reload["probe_answers"][0]
+    assert first["candidate"] != first["previous"] and first["served"] == first["candidate"]
+    assert "probe" not in report["notes"]
     # The same name now reaches the new weights: the answer changed with no restart.
     after = _greedy(server.base_url, "rrr", prompt)
     assert after != before, "the adapter was not reloaded (a silent no-op)"

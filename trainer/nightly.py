@@ -46,6 +46,7 @@ from rrr_agent import (
     LiteLLMClient,
     Registry,
     RRRError,
+    Task,
     embedded,
     load_settings,
     redact,
@@ -102,6 +103,11 @@ class NightlyConfig:
     serve_url: str | None = _f(None, "A running `rrr serve` (…/v1) to reload after promotion.")
     served_name: str = _f("rrr", "The adapter name apps use on that server.")
     probe_prompts: int = _f(8, "Held-out prompts tried by the reload probe.")
+    probe_pool: int = _f(
+        32,
+        "Held-out prompts searched for ones the candidate and the previous model answer "
+        "differently (the probe asks the server those first).",
+    )
     train: dict[str, Any] = _f({}, "Training settings ([train] table; see `rrr train config`).")
 
     @classmethod
@@ -508,46 +514,78 @@ def _reload_and_probe(
         time.sleep(2.0)
         probe = _probe(config, checkpoint, old)
     report.done(t, reload_seconds=round(seconds, 3), **probe)
+    if probe["passed"] and not probe["probe_conclusive"]:
+        report.note(
+            "probe",
+            f"inconclusive: the candidate and the previous model answer all {probe['probe_pool']} "
+            "searched held-out prompts alike, so the probe shows that the server answers, not "
+            "which adapter it serves (raise probe_pool to search further)",
+        )
+        say("probe inconclusive: no held-out prompt tells the candidate from the previous model")
     return bool(probe["passed"])
 
 
-def _probe(config: NightlyConfig, candidate: Any, previous: Any) -> dict[str, Any]:
-    """Greedy answers of the server, the candidate (in-process) and the previous model to the
-    first held-out prompts. Passes when the server matches the candidate on at least 3 in 4
-    prompts (a kernel difference can flip a near-tied greedy token) and, wherever candidate
-    and previous differ, no longer gives the previous model's answer everywhere."""
-    import asyncio
+def _probe_pool(config: NightlyConfig) -> list[Task]:
+    """The held-out prompts the reload probe searches (the first ``probe_pool``, at least
+    ``probe_prompts``)."""
     import itertools
 
     from rrr_agent.tasksets import get_taskset
 
-    tasks = list(itertools.islice(get_taskset(config.heldout_taskset).load(),
-                                  config.probe_prompts))  # fmt: skip
+    size = max(config.probe_pool, config.probe_prompts)
+    return list(itertools.islice(get_taskset(config.heldout_taskset).load(), size))
 
-    async def answers(client: LiteLLMClient) -> list[str]:
+
+def _probe(config: NightlyConfig, candidate: Any, previous: Any) -> dict[str, Any]:
+    """Greedy answers of the server, the candidate (in-process) and the previous model to
+    held-out prompts. Passes when the server matches the candidate on at least 3 in 4 prompts
+    (a kernel difference can flip a near-tied greedy token) and, wherever candidate and previous
+    differ, no longer gives the previous model's answer everywhere.
+
+    Only prompts the two models answer differently can tell them apart, so the candidate and
+    the previous model first answer the first ``probe_pool`` held-out prompts in-process, and
+    the probe asks the server those *telling* prompts first. With none, the probe is
+    inconclusive (``probe_conclusive: false``): it shows the server answers, not which adapter."""
+    import asyncio
+
+    pool = _probe_pool(config) if previous else _probe_pool(config)[: config.probe_prompts]
+
+    async def answers(client: LiteLLMClient, tasks: list[Any]) -> list[str]:
         out = []
         for task in tasks:
             params: dict[str, Any] = {"temperature": 0.0, "max_tokens": 16, "stop": ["\n"]}
             if task.chat_template_kwargs:
                 params["chat_template_kwargs"] = task.chat_template_kwargs
             reply = await client.complete(task.openai_messages(), params=params, timeout=300)
-            out.append((reply.text or "").strip())
+            # A reply cut mid-character ends in U+FFFD in-process; vLLM's detokenizer holds
+            # the incomplete bytes back instead: compare without that tail.
+            out.append((reply.text or "").rstrip("\ufffd").strip())
         return out
 
+    mine_pool = asyncio.run(answers(LiteLLMClient(candidate.model_string), pool))
+    old_pool = (
+        asyncio.run(answers(LiteLLMClient(previous.model_string), pool)) if previous else None
+    )
+    order = list(range(len(pool)))
+    if old_pool is not None:  # telling prompts first, then the rest in their order
+        order.sort(key=lambda i: mine_pool[i] == old_pool[i])
+    chosen = order[: config.probe_prompts]
+    tasks = [pool[i] for i in chosen]
+    mine = [mine_pool[i] for i in chosen]
+    before: list[str] = [old_pool[i] for i in chosen] if old_pool is not None else []
     served = asyncio.run(answers(LiteLLMClient(f"hosted_vllm/{config.served_name}",
-                                               api_base=config.serve_url)))  # fmt: skip
-    mine = asyncio.run(answers(LiteLLMClient(candidate.model_string)))
-    old = asyncio.run(answers(LiteLLMClient(previous.model_string))) if previous else None
-    before: list[str] = old or []
+                                               api_base=config.serve_url), tasks))  # fmt: skip
     telling = [i for i in range(len(tasks)) if not before or mine[i] != before[i]]
     matches = sum(served[i] == mine[i] for i in range(len(tasks)))
     still_old = bool(before) and bool(telling) and all(served[i] == before[i] for i in telling)
     return {
         "probe_prompts": len(tasks),
+        "probe_pool": len(pool),
         "probe_answers": [{"served": served[i], "candidate": mine[i],
                            "previous": before[i] if before else None} for i in range(len(tasks))],
         "probe_matches": matches,
         "probe_telling_prompts": len(telling),
+        "probe_conclusive": not before or bool(telling),
         "matches_candidate": matches == len(tasks),
         "served_differs_from_previous": bool(before)
         and any(served[i] != before[i] for i in telling),
