@@ -81,6 +81,34 @@ def test_countdown2_uses_its_family_prompts(scripted: ScriptedModel) -> None:
     assert "plain_retry/countdown2" in plain.prompt_versions
 
 
+def test_countdown2_demo_sets_show_a_reflection_in_the_family_prompts() -> None:
+    from rrr_agent import PromptLibrary
+    from rrr_agent.tasksets.countdown2 import (
+        DEMO_REFLECTION_PROMPT,
+        DEMO_RETRY_PROMPT,
+        REFLECTION_DEMOS,
+    )
+
+    prompts = PromptLibrary()
+    assert prompts.get("reflection", "countdown2").text == DEMO_REFLECTION_PROMPT
+    assert prompts.get("retry", "countdown2").text == DEMO_RETRY_PROMPT
+    plain = list(get_taskset("countdown2-test").load())[:20]
+    demo = list(get_taskset("countdown2-demo-test").load())[:20]
+    for p, d in zip(plain, demo, strict=True):  # the same problems, the same checks
+        assert p.verifier == d.verifier and p.messages[-1] == d.messages[-1]
+        assert d.family == "countdown2" and d.chat_template_kwargs == p.chat_template_kwargs
+    system = str(demo[0].messages[0].content)
+    assert system.startswith(str(plain[0].messages[0].content))
+    block = ("Numbers: 96, 8\nTarget: 12\nEquation: 96 - 8\n"
+             "That was wrong. Reflection: 96 - 8 = 88, not 12. 96 / 8 = 12.\n"
+             "Try again. Equation: 96 / 8")  # fmt: skip
+    assert block in system
+    # No test problem is shown: the demonstrations use worked examples' numbers.
+    problems = {(t.verifier.numbers[0], t.verifier.numbers[1], t.verifier.target)  # type: ignore[index]
+                for t in get_taskset("countdown2-demo-test").load()}  # fmt: skip
+    assert not problems & {(a, b, t) for a, b, t, *_ in REFLECTION_DEMOS}
+
+
 def test_arithmetic_probe_answers_pass_and_are_distinct() -> None:
     from rrr_agent import build_verifier
     from rrr_agent._types import ModelOutput

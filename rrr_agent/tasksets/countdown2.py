@@ -25,7 +25,14 @@ from pathlib import Path
 from .._types import Message, Task, VerifierSpec
 from . import GENERATED, register_taskset
 
-__all__ = ["FAMILY", "INSTRUCTION", "WORKED_EXAMPLES", "generate_problems", "make_task"]
+__all__ = [
+    "FAMILY",
+    "INSTRUCTION",
+    "REFLECTION_DEMOS",
+    "WORKED_EXAMPLES",
+    "generate_problems",
+    "make_task",
+]
 
 INSTRUCTION = "Use both numbers exactly once with one of + - * / to reach the target."
 #: (a, b, target, equation): every operation appears at least twice.
@@ -41,6 +48,19 @@ WORKED_EXAMPLES = [
     (9, 5, 45, "9 * 5"),
 ]
 OPS = "+-*/"
+#: A failure, its reflection and the retry, shown after the worked examples by the ``-demo`` sets
+#: so a base model sees what a reflection is: (a, b, target, wrong, reflection, right). The
+#: numbers are worked examples' own, so no test problem is shown.
+REFLECTION_DEMOS = [
+    (14, 9, 23, "14 * 9", "14 * 9 = 126, not 23. 14 + 9 = 23.", "14 + 9"),
+    (96, 8, 12, "96 - 8", "96 - 8 = 88, not 12. 96 / 8 = 12.", "96 / 8"),
+    (45, 17, 28, "45 + 17", "45 + 17 = 62, not 28. 45 - 17 = 28.", "45 - 17"),
+]
+#: The family's one-line prompts as the demonstrations write them (the same text as
+#: ``prompts/reflection/countdown2.txt`` and ``prompts/retry/countdown2.txt``; a test keeps them
+#: equal).
+DEMO_REFLECTION_PROMPT = "That was wrong. Reflection:"
+DEMO_RETRY_PROMPT = "Try again. Equation:"
 
 
 def _problem(rng: random.Random) -> tuple[int, int, int, str]:
@@ -85,8 +105,24 @@ def _block(a: int, b: int, target: int) -> str:
     return f"Numbers: {a}, {b}\nTarget: {target}\nEquation:"
 
 
-def make_task(a: int, b: int, target: int, *, task_id: str, reference: str | None = None) -> Task:
+def _demo(a: int, b: int, target: int, wrong: str, reflection: str, right: str) -> str:
+    return (f"{_block(a, b, target)} {wrong}\n{DEMO_REFLECTION_PROMPT} {reflection}\n"
+            f"{DEMO_RETRY_PROMPT} {right}")  # fmt: skip
+
+
+def make_task(
+    a: int,
+    b: int,
+    target: int,
+    *,
+    task_id: str,
+    reference: str | None = None,
+    demos: bool = False,
+) -> Task:
+    """One problem; ``demos`` adds :data:`REFLECTION_DEMOS` after the worked examples."""
     worked = "\n\n".join(f"{_block(xa, xb, xt)} {xeq}" for xa, xb, xt, xeq in WORKED_EXAMPLES)
+    if demos:
+        worked += "\n\n" + "\n\n".join(_demo(*d) for d in REFLECTION_DEMOS)
     return Task(
         id=task_id,
         family=FAMILY,
@@ -96,7 +132,10 @@ def make_task(a: int, b: int, target: int, *, task_id: str, reference: str | Non
         ],
         verifier=VerifierSpec(type="countdown", numbers=[a, b], target=target),
         chat_template_kwargs=dict(STYLE),
-        metadata={"reference_equation": reference, "generator": "countdown2"},
+        metadata={
+            "reference_equation": reference,
+            "generator": "countdown2-demo" if demos else "countdown2",
+        },
     )
 
 
@@ -129,3 +168,26 @@ def load_test(_root: Path) -> Iterator[Task]:
     exclude = {(a, b, t) for a, b, t, _ in _train()}
     for i, (a, b, t, eq) in enumerate(generate_problems(TEST_SEED, TEST_SIZE, exclude)):
         yield make_task(a, b, t, task_id=f"countdown2-test-{i}", reference=eq)
+
+
+@register_taskset(
+    "countdown2-demo-train",
+    description="countdown2-train with 3 demonstrated failure → reflection → retry blocks",
+    family=FAMILY,
+    source=GENERATED,
+)
+def load_demo_train(_root: Path) -> Iterator[Task]:
+    for i, (a, b, t, eq) in enumerate(_train()):
+        yield make_task(a, b, t, task_id=f"countdown2-demo-train-{i}", reference=eq, demos=True)
+
+
+@register_taskset(
+    "countdown2-demo-test",
+    description="countdown2-test with 3 demonstrated failure → reflection → retry blocks",
+    family=FAMILY,
+    source=GENERATED,
+)
+def load_demo_test(_root: Path) -> Iterator[Task]:
+    exclude = {(a, b, t) for a, b, t, _ in _train()}
+    for i, (a, b, t, eq) in enumerate(generate_problems(TEST_SEED, TEST_SIZE, exclude)):
+        yield make_task(a, b, t, task_id=f"countdown2-demo-test-{i}", reference=eq, demos=True)
