@@ -45,6 +45,8 @@ KNOWN = {
     "countdown-cd3",
     "countdown-test",
     "countdown-train",
+    "countdown2-demo-test",
+    "countdown2-demo-train",
     "countdown2-test",
     "countdown2-train",
     "gsm8k-test",
@@ -96,7 +98,7 @@ def wrong_reply(task: Task) -> Any:
 
 
 def test_every_taskset_is_run() -> None:
-    assert len(NAMES) == len(KNOWN) == 22
+    assert len(NAMES) == len(KNOWN) == 24
     assert set(NAMES) == KNOWN
 
 
