@@ -233,15 +233,15 @@ def test_trainer_and_tui_use_only_public_runtime_names() -> None:
 
 def test_nothing_reads_a_folder_outside_the_project() -> None:
     """The project carries its own data and docs: no code, test or build file points outside."""
-    needles = ("shared/data", "FIELD_NOTES", "../shared")
+    # Spelled in pieces, so this file holds none of them and is scanned like the rest.
+    outside = "sha" + "red"
+    needles = (f"{outside}/data", "FIELD" + "_NOTES", f"../{outside}")
     offenders = []
     files = [p for ext in ("*.py", "*.toml", "*.md", "*.cfg") for p in REPO.rglob(ext)]
     files += [REPO / "Makefile", REPO / ".ci" / "run"]
     files = [p for p in files if ".venv" not in p.parts and ".git" not in p.parts]
     assert len(files) > 50
     for path in files:
-        if path.name == "test_package.py":
-            continue
         text = path.read_text(encoding="utf-8", errors="replace")
         offenders += [f"{path.relative_to(REPO)}: {n}" for n in needles if n in text]
     assert offenders == []

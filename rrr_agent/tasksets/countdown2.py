@@ -147,6 +147,12 @@ def _train() -> list[tuple[int, int, int, str]]:
     return generate_problems(TRAIN_SEED, TRAIN_SIZE)
 
 
+def _test() -> list[tuple[int, int, int, str]]:
+    """The held-out problems: never a training problem or a worked example."""
+    exclude = {(a, b, t) for a, b, t, _ in _train()}
+    return generate_problems(TEST_SEED, TEST_SIZE, exclude)
+
+
 @register_taskset(
     "countdown2-train",
     description=f"Countdown, 2 numbers and one operation, 9 few-shot turns ({TRAIN_SIZE}, seeded)",
@@ -165,8 +171,7 @@ def load_train(_root: Path) -> Iterator[Task]:
     source=GENERATED,
 )
 def load_test(_root: Path) -> Iterator[Task]:
-    exclude = {(a, b, t) for a, b, t, _ in _train()}
-    for i, (a, b, t, eq) in enumerate(generate_problems(TEST_SEED, TEST_SIZE, exclude)):
+    for i, (a, b, t, eq) in enumerate(_test()):
         yield make_task(a, b, t, task_id=f"countdown2-test-{i}", reference=eq)
 
 
@@ -188,6 +193,5 @@ def load_demo_train(_root: Path) -> Iterator[Task]:
     source=GENERATED,
 )
 def load_demo_test(_root: Path) -> Iterator[Task]:
-    exclude = {(a, b, t) for a, b, t, _ in _train()}
-    for i, (a, b, t, eq) in enumerate(generate_problems(TEST_SEED, TEST_SIZE, exclude)):
+    for i, (a, b, t, eq) in enumerate(_test()):
         yield make_task(a, b, t, task_id=f"countdown2-demo-test-{i}", reference=eq, demos=True)
