@@ -487,6 +487,10 @@ class _Run:
         params = self.sampling.request_params(reflection=reflection)
         if reflection:
             params.pop("response_format", None)  # a reflection is prose, never the JSON answer
+        if branch and params.get("seed") is not None:
+            # k branches with one seed would be k copies of one sample on a server that seeds
+            # each request (vLLM): branch b uses seed + b.
+            params["seed"] = int(params["seed"]) + branch
         if self.task.chat_template_kwargs:
             params["chat_template_kwargs"] = dict(self.task.chat_template_kwargs)
 

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     reflection_max_tokens: int | None = Field(None, ge=1)
+    reflection_temperature: float | None = Field(
+        None, ge=0, description="temperature of reflections (default: temperature)"
+    )
     seed: int | None = None
     stop: list[str] | None = Field(
         None, description='stop strings, e.g. ["\\nUser:"] for a base model served by vLLM'
@@ -141,6 +144,7 @@ class Settings(BaseSettings):
             top_p=self.top_p,
             max_tokens=self.max_tokens,
             reflection_max_tokens=self.reflection_max_tokens,
+            reflection_temperature=self.reflection_temperature,
             seed=self.seed,
             stop=self.stop,
         )

@@ -184,6 +184,10 @@ class SamplingParams(_Model):
     max_tokens: int | None = None
     #: Cap for reflection calls; ``None`` means ``max_tokens``.
     reflection_max_tokens: int | None = None
+    #: Temperature of reflection calls; ``None`` means ``temperature``. Sampling k varied
+    #: reflections while attempts and retries stay greedy keeps the retry's reward about the
+    #: reflection, not the retry's own luck.
+    reflection_temperature: float | None = Field(default=None, ge=0)
     seed: int | None = None
     stop: list[str] | None = None
     #: Provider-specific parameters passed through unchanged (e.g. ``{"top_k": 20}``).
@@ -191,8 +195,11 @@ class SamplingParams(_Model):
 
     def request_params(self, *, reflection: bool = False) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
+        temperature = self.temperature
+        if reflection and self.reflection_temperature is not None:
+            temperature = self.reflection_temperature
+        if temperature is not None:
+            params["temperature"] = temperature
         if self.top_p is not None:
             params["top_p"] = self.top_p
         max_tokens = self.max_tokens

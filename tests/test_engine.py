@@ -213,11 +213,14 @@ def test_feedback_on_prepends_verifier_feedback(scripted: ScriptedModel) -> None
 
 def test_sampling_params_reach_the_model(scripted: ScriptedModel) -> None:
     scripted.add("1", "r", "42")
-    sampling = SamplingParams(temperature=0.7, max_tokens=64, reflection_max_tokens=16, seed=3)
+    sampling = SamplingParams(
+        temperature=0.7, max_tokens=64, reflection_max_tokens=16, reflection_temperature=1.0, seed=3
+    )
     traj = engine_for(scripted, sampling=sampling).run_sync(math_task())
     attempt_params, reflect_params, retry_params = (r.params for r in scripted.requests)
     assert attempt_params["temperature"] == 0.7 and attempt_params["max_tokens"] == 64
-    assert reflect_params["max_tokens"] == 16
+    assert reflect_params["max_tokens"] == 16 and reflect_params["temperature"] == 1.0
+    assert retry_params["temperature"] == 0.7
     assert retry_params["max_tokens"] == 64 and retry_params["seed"] == 3
     assert traj.sampling == sampling
 
@@ -302,6 +305,18 @@ def test_k_group_none_passes_continues_with_lowest_branch(scripted: ScriptedMode
     assert traj.groups[0].rewards() == [0.0] * 4
     assert traj.groups[0].chosen == 0
     assert traj.outcome is Outcome.FAILED
+
+
+def test_k_group_branches_get_distinct_seeds(scripted: ScriptedModel) -> None:
+    # A server that seeds each request (vLLM) would otherwise return k copies of one reflection.
+    scripted.default = "wrong"
+    sampling = SamplingParams(temperature=0.0, reflection_temperature=1.0, seed=7)
+    engine_for(scripted, options=LoopOptions(reflections=3), sampling=sampling).run_sync(
+        math_task()
+    )
+    reflection_calls = [r.params for r in scripted.requests if r.params.get("temperature") == 1.0]
+    assert sorted(p["seed"] for p in reflection_calls) == [7, 8, 9]
+    assert scripted.requests[0].params["seed"] == 7  # the first attempt keeps the seed
 
 
 def test_k_group_branch_infra_error_is_not_a_reward(scripted: ScriptedModel) -> None:

@@ -89,11 +89,24 @@ def _groups(examples: list[FailureExample]) -> tuple[list[OfflineGroup], dict[st
 
 
 def _sequence_logps(model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any) -> Any:
+    """Per-token log-probs of the completion tokens, over the last ``C`` positions (``C``: the
+    widest completion; completions are right-aligned by the left padding).
+
+    Only those positions get logits (``logits_to_keep``): with Gemma's 262k-token vocabulary the
+    logits of the prompt positions cost more than the rest of the step and are never used."""
     torch = require_extra("torch", "training")
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-    targets = input_ids[:, 1:]
+    keep = _completion_width(completion_mask)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep + 1
+    ).logits[:, :-1]
+    targets = input_ids[:, -keep:]
     logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return logps * completion_mask[:, 1:]
+    return logps * completion_mask[:, -keep:]
+
+
+def _completion_width(completion_mask: Any) -> int:
+    """Positions from the first completion token of the longest completion to the end."""
+    return int(completion_mask.sum(dim=1).max().item())
 
 
 def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
@@ -209,7 +222,7 @@ def train_offline(
             seen += batch
             ids, attn, cmask, advantages, old = _batch_tensors(batch, tokenizer, config, end_token)
             logps = _sequence_logps(model, ids, attn, cmask)
-            mask = cmask[:, 1:]
+            mask = cmask[:, -_completion_width(cmask) :]
             adv = torch.tensor(advantages).unsqueeze(1)
             old_logps = logps.detach().clone()
             for i, lp in enumerate(old):

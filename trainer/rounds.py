@@ -1,0 +1,249 @@
+"""Round-based RRR training, as ART does it: sample → keep the learnable failures → offline GRPO.
+
+One round:
+
+1. **Sample.** The current model (the base model, then the adapter the last round trained) answers
+   the training tasks greedily through the one engine. After each failure it writes ``k``
+   reflections at ``reflection_temperature``, each followed by a greedy retry
+   (``LoopOptions(reflections=k)``). The failed trajectories, each with its k-reflection group and
+   the retries' rewards, are appended to the round's log: the same records the runtime writes
+   with ``rrr run -k``.
+2. **Keep the learnable failures.** A group teaches something only when some of its retries pass
+   and some fail. :func:`sample_groups` counts each kind; offline training skips the others.
+3. **Train.** :func:`rrr_trainer.train` in offline mode for a fixed number of steps, starting from
+   the previous round's adapter (``init_adapter``): the call the nightly job makes on its
+   collected logs.
+4. The new adapter samples the next round.
+
+Work is fixed by rounds, tasks, k and steps (never a wall-clock budget), and every sampling call is
+seeded, so a rerun on a machine of the same kind does the same work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rrr_agent import (
+    Engine,
+    InfrastructureError,
+    LoopOptions,
+    SamplingParams,
+    Settings,
+    Task,
+    TrajectoryStore,
+)
+
+from .config import RRRTrainConfig
+
+__all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
+
+
+@dataclass(slots=True)
+class GroupReport:
+    """What one sampling pass found."""
+
+    tasks: int = 0
+    first_try_passed: int = 0
+    failures: int = 0
+    #: groups where some retries passed and some failed: the only ones with a gradient
+    learnable: int = 0
+    all_passed: int = 0
+    all_failed: int = 0
+    reflections: int = 0
+    retries_passed: int = 0
+    infrastructure_errors: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["retry_success"] = self.retries_passed / self.reflections if self.reflections else 0.0
+        row["first_try_rate"] = self.first_try_passed / self.tasks if self.tasks else 0.0
+        return row
+
+
+def sample_groups(
+    tasks: Sequence[Task],
+    model: str,
+    out: str | Path,
+    *,
+    k: int = 8,
+    settings: Settings | None = None,
+    max_tokens: int = 32,
+    reflection_tokens: int = 32,
+    reflection_temperature: float = 1.0,
+    seed: int | None = 0,
+    stop: list[str] | None = None,
+    concurrency: int = 16,
+    on_result: Callable[[], None] | None = None,
+) -> GroupReport:
+    """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
+    retries. Failed trajectories (with their groups) are appended to ``out``."""
+    engine = Engine.from_settings(
+        settings,
+        model=model,
+        options=LoopOptions(max_retries=1, reflections=k),
+        sampling=SamplingParams(
+            temperature=0.0, max_tokens=max_tokens, reflection_max_tokens=reflection_tokens,
+            reflection_temperature=reflection_temperature, seed=seed, stop=stop,
+        ),
+        log=False,
+    )  # fmt: skip
+    store = TrajectoryStore(out)
+    report = GroupReport(tasks=len(tasks))
+    started = time.perf_counter()
+
+    async def go() -> None:
+        async for result in engine.run_many(list(tasks), concurrency=concurrency):
+            if on_result is not None:
+                on_result()
+            traj = result.trajectory
+            if traj is None:  # an infrastructure failure is never training data
+                report.infrastructure_errors += 1
+                continue
+            if traj.first_try_passed:
+                report.first_try_passed += 1
+                continue
+            report.failures += 1
+            store.append(traj)
+            rewards = [
+                c.reward
+                for g in traj.groups
+                if g.after_attempt == 0
+                for c in g.candidates
+                if c.status == "completed" and c.reward is not None
+            ]
+            report.reflections += len(rewards)
+            report.retries_passed += sum(1 for r in rewards if r == 1.0)
+            if rewards and all(r == 1.0 for r in rewards):
+                report.all_passed += 1
+            elif rewards and any(r == 1.0 for r in rewards):
+                report.learnable += 1
+            else:
+                report.all_failed += 1
+
+    asyncio.run(go())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@dataclass(slots=True)
+class RoundResult:
+    round: int
+    #: the model after this round (None: still the base model)
+    adapter: Path | None
+    sampled: GroupReport
+    steps: int
+    train_seconds: float
+    metrics_path: Path | None
+    training: dict[str, Any] = field(default_factory=dict)
+    #: the adapter merged into full weights (``config.merge``), what a server loads directly
+    merged: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "adapter": str(self.adapter) if self.adapter else None,
+            "sampled": self.sampled.to_dict(),
+            "steps": self.steps,
+            "train_seconds": round(self.train_seconds, 1),
+            "training": self.training,
+        }
+
+
+def train_rounds(
+    tasks: Sequence[Task],
+    config: RRRTrainConfig,
+    workdir: str | Path,
+    *,
+    rounds: int,
+    sampler: Callable[[int, RoundResult | None], str] | None = None,
+    settings: Settings | None = None,
+    max_tokens: int = 32,
+    reflection_temperature: float = 1.0,
+    seeded: bool = True,
+    stop: list[str] | None = None,
+    concurrency: int = 16,
+    say: Callable[[str], None] = print,
+) -> list[RoundResult]:
+    """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
+    ``config.num_generations`` reflections sampled at ``reflection_temperature``).
+
+    ``config.init_adapter`` (optional) is where round 1 starts. ``sampler(round, previous)`` makes
+    the previous round's model (None: the starting model) answer and returns the model string
+    that samples the round: e.g. a vLLM server restarted on the merged weights
+    (``config.merge``) or given the adapter at run time (:func:`rrr_agent.serving.load_adapter`,
+    as the nightly job reloads its server). Default: the embedded model in this process.
+
+    ``seeded``: send per-request seeds (round r: ``config.seed + 1000 r``, branch b adds b).
+    False leaves sampling to the server's own seed: vLLM's CPU backend (0.32) crashes on a
+    seeded request sampled at temperature > 0 whose prefill is chunked.
+
+    A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
+    its sample would not be the model's, and an error is never a task failure.
+    """
+    from .run import train
+
+    workdir = Path(workdir)
+    start = config.init_adapter
+    name = sampler or (lambda _r, prev: _embedded_with(prev.adapter if prev else start))
+    adapter: str | None = start
+    previous: RoundResult | None = None
+    results: list[RoundResult] = []
+    for r in range(1, rounds + 1):
+        folder = workdir / f"round-{r:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "groups.jsonl"
+        log.unlink(missing_ok=True)  # a round restarted from scratch samples afresh
+        sampled = sample_groups(
+            tasks, name(r, previous), log, k=config.num_generations, settings=settings,
+            max_tokens=max_tokens, reflection_tokens=config.max_reflection_tokens,
+            reflection_temperature=reflection_temperature,
+            seed=config.seed + 1000 * r if seeded else None,
+            stop=stop, concurrency=concurrency,
+        )  # fmt: skip
+        say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
+        if sampled.infrastructure_errors:
+            raise InfrastructureError(
+                f"round {r}: {sampled.infrastructure_errors} of {len(tasks)} runs failed on "
+                f"infrastructure (see the error log next to the settings' trajectory log)"
+            )
+        if sampled.learnable == 0:  # no group with differing rewards: nothing to learn from
+            results.append(
+                RoundResult(round=r, adapter=Path(adapter) if adapter else None, sampled=sampled,
+                            steps=0, train_seconds=0.0, metrics_path=None,
+                            merged=previous.merged if previous else None)
+            )  # fmt: skip
+            say(f"round {r}: no learnable failure; the model is unchanged")
+            continue
+        round_config = dataclasses.replace(
+            config, mode="offline", init_adapter=adapter, output_dir=str(folder / "train"),
+            seed=config.seed + r, holdout_fraction=0.0,
+        )  # fmt: skip
+        result = train(round_config, [log], resume=False)
+        assert result.adapter_dir is not None
+        adapter = str(result.adapter_dir)
+        groups_file = Path(round_config.output_dir) / "offline_groups.json"
+        training = json.loads(groups_file.read_text()) if groups_file.is_file() else {}
+        results.append(
+            RoundResult(
+                round=r, adapter=result.adapter_dir, sampled=sampled, steps=result.steps,
+                train_seconds=result.seconds, metrics_path=result.metrics_path,
+                training=training, merged=result.merged_dir,
+            )
+        )  # fmt: skip
+        previous = results[-1]
+        say(f"round {r}: trained {result.steps} steps in {result.seconds:.0f}s → {adapter}")
+    return results
+
+
+def _embedded_with(adapter: str | Path | None) -> str:
+    from rrr_agent import embedded
+
+    return f"local/{adapter}" if adapter else embedded.EMBEDDED_MODEL_STRING
