@@ -17,6 +17,7 @@ from rrr_agent import (
     ConfigError,
     Engine,
     LogFileError,
+    ScriptedError,
     ScriptedModel,
     Task,
     Trajectory,
@@ -458,3 +459,89 @@ def test_training_goes_on_from_an_adapter(tmp_path: Path, tiny: Path) -> None:
     assert second.steps == 1 and second.adapter_dir is not None
     with pytest.raises(ConfigError, match="init_adapter needs use_lora"):
         config(tmp_path, tiny, init_adapter=str(first.adapter_dir), use_lora=False).validate()
+
+
+def test_offline_logps_at_completion_positions_equal_the_full_computation(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """Offline training asks the model for logits at the completion positions only; the log-probs
+    are those of the full forward pass, position by position."""
+    import torch
+    from rrr_trainer.offline import _batch_tensors, _groups, _sequence_logps
+    from rrr_trainer.policy import load_policy, reflection_end_token
+
+    train, _, _ = build_failure_set([groups_log(tmp_path, n_tasks=2)], holdout_fraction=0.0)
+    groups, _ = _groups(train)
+    cfg = config(tmp_path, tiny, mode="offline")
+    model, tok, eos = load_policy(tiny, cfg)
+    end = reflection_end_token(tok, eos, "auto")
+    ids, attn, cmask, _, _ = _batch_tensors(groups, tok, cfg, end)
+    with torch.no_grad():
+        fast = _sequence_logps(model, ids, attn, cmask)
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        full = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    full = full * cmask[:, 1:]
+    width = fast.shape[1]
+    assert width == int(cmask.sum(1).max()) < ids.shape[1]  # fewer positions than the sequence
+    assert torch.allclose(fast, full[:, -width:], atol=1e-5)
+    assert float(full[:, :-width].abs().sum()) == 0.0  # nothing outside the completions is lost
+
+
+def test_rounds_sample_groups_train_and_sample_from_the_new_model(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """Round-based training: each round samples k reflections per failure with the model the
+    sampler names, keeps the groups whose retries differ, trains offline from the previous
+    round's adapter, and hands the next round the new adapter and its merged weights."""
+    from rrr_trainer.rounds import train_rounds
+
+    from rrr_agent import InfrastructureError, load_settings
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[-1]["content"] == PAPER_MATH:
+            return str(next(reflections))
+        if len(messages) == 1:
+            # first attempts: task 0 fails, task 1 passes; task 2 fails and no reflection helps
+            return "42" if "(1)" in messages[0]["content"] else "7"
+        helped = "add" in messages[-2]["content"].lower() and "(2)" not in messages[0]["content"]
+        return "42" if helped else "5"
+
+    reflections = iter(["I should add.", "Maybe multiply.", "Add them.", "Divide?"] * 4)
+    scripted = ScriptedModel(default=reply)
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
+    seen: list[tuple[int, Any]] = []
+
+    def sampler(round_: int, previous: Any) -> str:
+        seen.append((round_, previous))
+        return scripted.model
+
+    cfg = config(tmp_path, tiny, mode="offline", max_steps=2, per_device_train_batch_size=4,
+                 output_dir=str(tmp_path / "unused"))  # fmt: skip
+    settings = load_settings(log_path=tmp_path / "x.jsonl")
+    results = train_rounds(tasks, cfg, tmp_path / "rounds", rounds=2, sampler=sampler,
+                           settings=settings, say=lambda _m: None)  # fmt: skip
+    assert [r.round for r in results] == [1, 2]
+    first, second = results
+    s = first.sampled
+    assert (s.tasks, s.first_try_passed, s.failures) == (3, 1, 2)
+    assert (s.learnable, s.all_failed, s.all_passed, s.reflections) == (1, 1, 0, 8)
+    assert s.retries_passed == 2
+    assert first.training["usable_groups"] == 1
+    assert first.training["skipped"]["all rewards equal"] == 1
+    assert first.steps == 2 and first.adapter and (first.adapter / "adapter_config.json").is_file()
+    assert first.merged is not None and (first.merged / "config.json").is_file()
+    # Round 2 was sampled from round 1's model and trained on from its adapter.
+    assert seen[0] == (1, None) and seen[1][1] is first
+    config_2 = json.loads((tmp_path / "rounds/round-02/train/rrr_train_config.json").read_text())
+    assert config_2["init_adapter"] == str(first.adapter) and config_2["mode"] == "offline"
+    assert second.adapter != first.adapter and second.to_dict()["sampled"]["learnable"] == 1
+    logged = list(TrajectoryStore(tmp_path / "rounds/round-02/groups.jsonl").read())
+    assert len(logged) == 2 and all(len(t.groups[0].candidates) == 4 for t in logged)
+
+    # A round whose sampling hit infrastructure errors stops: an error is never a failure.
+    broken = ScriptedModel(default=ScriptedError("server"))
+    once = load_settings(log_path=tmp_path / "y.jsonl", transport_tries=1)
+    with pytest.raises(InfrastructureError, match="1 of 1 runs failed on infrastructure"):
+        train_rounds(tasks[:1], cfg, tmp_path / "broken", rounds=1,
+                     sampler=lambda _r, _p: broken.model, settings=once)  # fmt: skip
+    assert not (tmp_path / "broken/round-01/train").exists()  # nothing was trained
