@@ -54,11 +54,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-tasks", type=int, default=200, help="problems sampled per round")
     parser.add_argument("--rounds", type=int, default=3, help="sample → train rounds")
     parser.add_argument("--k", type=int, default=8, help="reflections sampled per failure")
-    parser.add_argument("--steps-per-round", type=int, default=16, help="optimizer steps a round")
+    parser.add_argument("--steps-per-round", type=int, default=12, help="optimizer steps a round")
     parser.add_argument("--groups-per-step", type=int, default=2, help="failures in a step")
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--beta", type=float, default=0.04, help="KL weight to the base model")
     parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument(
+        "--reward-blank-reflections",
+        action="store_true",
+        help="a blank reflection earns its retry's reward (run 5: it learned to skip reflecting)",
+    )
     parser.add_argument("--reflection-temperature", type=float, default=1.0)
     parser.add_argument("--reflection-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32, help="attempts and retries")
@@ -154,6 +159,7 @@ def main() -> None:
             learning_rate=args.learning_rate,
             beta=args.beta,
             lora_r=args.lora_r,
+            reward_blank_reflections=args.reward_blank_reflections,
             lora_alpha=2 * args.lora_r,
             lr_scheduler_type="constant",
             warmup_ratio=0.0,
@@ -309,6 +315,7 @@ def _rounds_table(rounds: list[Any]) -> str:
         lines.append(
             f"| {r.round} | {100 * s.first_try_passed / max(1, s.tasks):.1f} % | {s.failures} | "
             f"{s.learnable} | {s.all_passed} | {s.all_failed} | "
+            f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )

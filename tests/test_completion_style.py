@@ -124,6 +124,16 @@ def test_arithmetic_probe_answers_pass_and_are_distinct() -> None:
         assert not verifier.verify(ModelOutput(text=f"{answer + 1}"), t).passed  # type: ignore[union-attr]
 
 
+def test_arithmetic_train_never_repeats_a_test_sum() -> None:
+    def sums(name: str) -> list[str]:
+        return [t.messages[-1].content for t in get_taskset(name).load()]
+
+    train, test = sums("arithmetic-train"), sums("arithmetic-test")
+    assert len(train) == len(set(train)) == 2000
+    assert not set(train) & set(test)
+    assert all(t.family == "arithmetic" for t in get_taskset("arithmetic-train").load())
+
+
 def test_trainer_refuses_mixed_renderings() -> None:
     pytest.importorskip("trl")
     from rrr_trainer.data import FailureExample

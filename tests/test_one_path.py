@@ -206,3 +206,36 @@ def test_grpo_reward_builds_the_retry_turn_like_the_engine() -> None:
     )
     assert seen == [engine_retry, engine_retry]
     assert rewards == [1.0, 0.0]
+
+
+def test_a_blank_reflection_earns_nothing_online_and_offline() -> None:
+    """A reflection must carry something: a blank one earns 0 even when its retry passes (the
+    default), in the online reward and in offline groups alike; ``reward_blank_reflections``
+    restores the paper's plain rule."""
+    from rrr_trainer.data import FailureExample
+    from rrr_trainer.grpo import RetryReward
+    from rrr_trainer.offline import _groups
+
+    task = math_task()
+
+    def rewards(reward_blank: bool) -> list[float]:
+        reward = RetryReward(tokenizer=None, stop_ids=[], reward_blank=reward_blank)
+        reward.generate_retries = lambda conversations, kw=None: ["42"] * len(conversations)  # type: ignore[method-assign]
+        return reward(
+            prompts=[[{"role": "user", "content": "What is 17 + 25?"}]] * 3,
+            completions=[[{"role": "assistant", "content": t}] for t in ("Add.", "", "  ")],
+            task=[task.model_dump_json()] * 3,
+            retry_instruction=["Try again."] * 3,
+        )
+
+    assert rewards(False) == [1.0, 0.0, 0.0]
+    assert rewards(True) == [1.0, 1.0, 1.0]
+    example = FailureExample(
+        task_json=task.model_dump_json(), prompt=[], reflection_instruction="",
+        retry_instruction="", failed_answer="41", task_id=task.id, trajectory_id="t",
+        group=[{"text": "Add.", "reward": 1.0}, {"text": " ", "reward": 1.0}],
+    )  # fmt: skip
+    groups, skipped = _groups([example])
+    assert groups[0].rewards == [1.0, 0.0]
+    groups, skipped = _groups([example], reward_blank=True)
+    assert not groups and skipped["all rewards equal"] == 1

@@ -29,6 +29,7 @@ NAMES = sorted(tasksets())
 
 KNOWN = {
     "arithmetic-test",
+    "arithmetic-train",
     "bfcl-irrelevance",
     "bfcl-live_irrelevance",
     "bfcl-live_multiple",
@@ -98,7 +99,7 @@ def wrong_reply(task: Task) -> Any:
 
 
 def test_every_taskset_is_run() -> None:
-    assert len(NAMES) == len(KNOWN) == 24
+    assert len(NAMES) == len(KNOWN) == 25
     assert set(NAMES) == KNOWN
 
 

@@ -92,6 +92,11 @@ class RRRTrainConfig:
     # generation
     max_reflection_tokens: int = _f(64, "Longest reflection sampled (the trained completion).")
     max_retry_tokens: int = _f(64, "Longest retry generated inside the reward (never trained).")
+    reward_blank_reflections: bool = _f(
+        False,
+        "False: a blank reflection earns 0 whatever its retry did (a reflection must carry "
+        "something; trained without this rule, runs 3 and 5 learned to skip reflecting).",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(

@@ -74,6 +74,8 @@ class RetryReward:
     retry_temperature: float = 0.0
     #: Force at least this many retry tokens (benchmarks compare fixed token counts).
     retry_min_tokens: int = 0
+    #: False: a blank reflection earns 0 whatever its retry did (``reward_blank_reflections``).
+    reward_blank: bool = False
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
@@ -160,7 +162,10 @@ class RetryReward:
         kwargs = [json.loads(k) for k in template_kwargs] if template_kwargs else None
         retries = self.generate_retries(conversations, kwargs)
         tasks = [Task.model_validate_json(t) for t in task]
-        rewards = [1.0 if _passes(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
+        rewards = [
+            1.0 if (self.reward_blank or f) and _passes(t, r) else 0.0
+            for t, f, r in zip(tasks, reflections, retries, strict=True)
+        ]
         # Does the reflection already hold a full answer (the retry then only copies it)?
         holds_answer = [_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
         self.last = [
@@ -259,6 +264,7 @@ def build_trainer(
         stop_ids=stop_ids,
         max_retry_tokens=config.max_retry_tokens,
         retry_temperature=config.retry_temperature,
+        reward_blank=config.reward_blank_reflections,
     )
     trainer = trl.GRPOTrainer(
         model=model,

@@ -62,7 +62,10 @@ def group_advantages(rewards: list[float]) -> list[float]:
     return [(r - mean) / (std + 1e-4) for r in rewards]
 
 
-def _groups(examples: list[FailureExample]) -> tuple[list[OfflineGroup], dict[str, int]]:
+def _groups(
+    examples: list[FailureExample], reward_blank: bool = False
+) -> tuple[list[OfflineGroup], dict[str, int]]:
+    """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0."""
     usable: list[OfflineGroup] = []
     skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
     for e in examples:
@@ -72,7 +75,9 @@ def _groups(examples: list[FailureExample]) -> tuple[list[OfflineGroup], dict[st
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
-        rewards = [float(c["reward"]) for c in e.group]
+        rewards = [
+            float(c["reward"]) if reward_blank or c["text"].strip() else 0.0 for c in e.group
+        ]
         if len(set(rewards)) == 1:
             skipped["all rewards equal"] += 1
             continue
@@ -164,7 +169,7 @@ def train_offline(
     torch = require_extra("torch", "training")
     transformers = require_extra("transformers", "training")
 
-    groups, skipped = _groups(examples)
+    groups, skipped = _groups(examples, config.reward_blank_reflections)
     (output_dir / "offline_groups.json").write_text(
         json.dumps({"usable_groups": len(groups), "skipped": skipped}, indent=2)
     )

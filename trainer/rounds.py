@@ -57,6 +57,8 @@ class GroupReport:
     all_passed: int = 0
     all_failed: int = 0
     reflections: int = 0
+    #: reflections with no text (they earn 0 unless ``reward_blank``)
+    blank_reflections: int = 0
     retries_passed: int = 0
     infrastructure_errors: int = 0
     seconds: float = 0.0
@@ -81,10 +83,12 @@ def sample_groups(
     seed: int | None = 0,
     stop: list[str] | None = None,
     concurrency: int = 16,
+    reward_blank: bool = False,
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
     """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
-    retries. Failed trajectories (with their groups) are appended to ``out``."""
+    retries. Failed trajectories (with their groups) are appended to ``out``. The report counts
+    groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``."""
     engine = Engine.from_settings(
         settings,
         model=model,
@@ -112,14 +116,18 @@ def sample_groups(
                 continue
             report.failures += 1
             store.append(traj)
-            rewards = [
-                c.reward
+            done = [
+                c
                 for g in traj.groups
                 if g.after_attempt == 0
                 for c in g.candidates
-                if c.status == "completed" and c.reward is not None
+                if c.status == "completed" and c.reward is not None and c.reflection is not None
             ]
+            blank = [not (c.reflection.text or "").strip() for c in done]  # type: ignore[union-attr]
+            rewards = [0.0 if b and not reward_blank else c.reward
+                       for c, b in zip(done, blank, strict=True)]  # fmt: skip
             report.reflections += len(rewards)
+            report.blank_reflections += sum(blank)
             report.retries_passed += sum(1 for r in rewards if r == 1.0)
             if rewards and all(r == 1.0 for r in rewards):
                 report.all_passed += 1
@@ -206,6 +214,7 @@ def train_rounds(
             max_tokens=max_tokens, reflection_tokens=config.max_reflection_tokens,
             reflection_temperature=reflection_temperature,
             seed=config.seed + 1000 * r if seeded else None,
+            reward_blank=config.reward_blank_reflections,
             stop=stop, concurrency=concurrency,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")

@@ -20,12 +20,18 @@ __all__ = ["generate_sums", "make_task"]
 INSTRUCTION = "Work out each sum."
 WORKED_EXAMPLES = [(23, "+", 5, 28), (61, "-", 7, 54), (48, "+", 9, 57), (90, "-", 4, 86)]
 SEED, SIZE = 20261123, 300
+TRAIN_SEED, TRAIN_SIZE = 20261201, 2000
 
 
-def generate_sums(seed: int, count: int) -> list[tuple[int, str, int, int]]:
-    """``count`` distinct (a, op, b, result) with a in 10-99 and b in 2-9, none a worked example."""
+def generate_sums(
+    seed: int,
+    count: int,
+    exclude: set[tuple[int, str, int]] | frozenset[tuple[int, str, int]] = frozenset(),
+) -> list[tuple[int, str, int, int]]:
+    """``count`` distinct (a, op, b, result) with a in 10-99 and b in 2-9, none a worked example
+    and none in ``exclude``."""
     rng = random.Random(seed)
-    seen = {(a, op, b) for a, op, b, _ in WORKED_EXAMPLES}
+    seen = {(a, op, b) for a, op, b, _ in WORKED_EXAMPLES} | set(exclude)
     out: list[tuple[int, str, int, int]] = []
     while len(out) < count:
         a, op, b = rng.randint(10, 99), rng.choice("+-"), rng.randint(2, 9)
@@ -60,3 +66,15 @@ def make_task(a: int, op: str, b: int, result: int, *, task_id: str) -> Task:
 def load_test(_root: Path) -> Iterator[Task]:
     for i, (a, op, b, r) in enumerate(generate_sums(SEED, SIZE)):
         yield make_task(a, op, b, r, task_id=f"arithmetic-test-{i}")
+
+
+@register_taskset(
+    "arithmetic-train",
+    description=f"2-digit ± 1-digit sums ({TRAIN_SIZE}, seeded; none in arithmetic-test)",
+    family="arithmetic",
+    source=GENERATED,
+)
+def load_train(_root: Path) -> Iterator[Task]:
+    test = {(a, op, b) for a, op, b, _ in generate_sums(SEED, SIZE)}
+    for i, (a, op, b, r) in enumerate(generate_sums(TRAIN_SEED, TRAIN_SIZE, exclude=test)):
+        yield make_task(a, op, b, r, task_id=f"arithmetic-train-{i}")
