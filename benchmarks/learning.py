@@ -307,8 +307,8 @@ def _rounds_table(rounds: list[Any]) -> str:
         "Rounds (sampling with the current model, then offline GRPO):",
         "",
         "| round | first try (train) | failures | learnable | all pass | all fail | "
-        "retry success | steps | sample s | train s |",
-        "|" + "---|" * 10,
+        "blank reflections | retry success | steps | sample s | train s |",
+        "|" + "---|" * 11,
     ]
     for r in rounds:
         s = r.sampled
