@@ -129,9 +129,13 @@ def test_arithmetic_train_never_repeats_a_test_sum() -> None:
         return [t.messages[-1].content for t in get_taskset(name).load()]
 
     train, test = sums("arithmetic-train"), sums("arithmetic-test")
-    assert len(train) == len(set(train)) == 2000
+    assert len(train) == len(set(train)) == 1000
     assert not set(train) & set(test)
     assert all(t.family == "arithmetic" for t in get_taskset("arithmetic-train").load())
+    from rrr_agent.tasksets.arithmetic import generate_sums
+
+    with pytest.raises(ValueError, match="distinct sums are left"):  # never an endless search
+        generate_sums(1, 1500)
 
 
 def test_trainer_refuses_mixed_renderings() -> None:

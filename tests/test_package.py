@@ -250,7 +250,7 @@ def test_nothing_reads_a_folder_outside_the_project() -> None:
 #: Every task set and its record count (rrr_agent/data/SOURCES.md).
 TASKSET_COUNTS = {
     "arithmetic-test": 300,
-    "arithmetic-train": 2000,
+    "arithmetic-train": 1000,
     "bfcl-irrelevance": 240,
     "bfcl-live_irrelevance": 884,
     "bfcl-live_multiple": 1053,
