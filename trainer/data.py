@@ -82,6 +82,13 @@ class DataReport:
         }
 
 
+def reflection_reward(reflection: str | None, retry_reward: float, reward_blank: bool) -> float:
+    """The reward a reflection earns: its retry's, except that a blank reflection earns 0 unless
+    ``reward_blank`` (a reflection must carry something). Online, offline and the round reports
+    all apply this one rule."""
+    return retry_reward if reward_blank or (reflection or "").strip() else 0.0
+
+
 def split_of(task_id: str, holdout_fraction: float) -> str:
     """'heldout' or 'train', stable for a task id across runs and machines."""
     bucket = int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF

@@ -34,7 +34,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import FailureExample
+from .data import FailureExample, reflection_reward
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -163,7 +163,7 @@ class RetryReward:
         retries = self.generate_retries(conversations, kwargs)
         tasks = [Task.model_validate_json(t) for t in task]
         rewards = [
-            1.0 if (self.reward_blank or f) and _passes(t, r) else 0.0
+            reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank)
             for t, f, r in zip(tasks, reflections, retries, strict=True)
         ]
         # Does the reflection already hold a full answer (the retry then only copies it)?

@@ -32,7 +32,7 @@ from typing import Any
 from rrr_agent import DataError, JsonlAppender, require_extra
 
 from .config import RRRTrainConfig
-from .data import FailureExample
+from .data import FailureExample, reflection_reward
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -75,9 +75,7 @@ def _groups(
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
-        rewards = [
-            float(c["reward"]) if reward_blank or c["text"].strip() else 0.0 for c in e.group
-        ]
+        rewards = [reflection_reward(c["text"], float(c["reward"]), reward_blank) for c in e.group]
         if len(set(rewards)) == 1:
             skipped["all rewards equal"] += 1
             continue

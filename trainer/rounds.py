@@ -41,6 +41,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
+from .data import reflection_reward
 
 __all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
 
@@ -124,8 +125,8 @@ def sample_groups(
                 if c.status == "completed" and c.reward is not None and c.reflection is not None
             ]
             blank = [not (c.reflection.text or "").strip() for c in done]  # type: ignore[union-attr]
-            rewards = [0.0 if b and not reward_blank else c.reward
-                       for c, b in zip(done, blank, strict=True)]  # fmt: skip
+            rewards = [reflection_reward(c.reflection.text, c.reward, reward_blank)  # type: ignore[union-attr,arg-type]
+                       for c in done]  # fmt: skip
             report.reflections += len(rewards)
             report.blank_reflections += sum(blank)
             report.retries_passed += sum(1 for r in rewards if r == 1.0)
