@@ -48,10 +48,16 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out", default="docs/learning", help="where results are written")
     parser.add_argument("--work", default=".rrr-learning-work", help="scratch folder (not kept)")
-    parser.add_argument("--train", default="countdown2-train", help="training task set")
-    parser.add_argument("--test", default="countdown2-test", help="held-out task set")
+    parser.add_argument("--train", default="countdown2-shown-train", help="training task set")
+    parser.add_argument("--test", default="countdown2-shown-test", help="held-out task set")
+    parser.add_argument(
+        "--also",
+        default="countdown2-test",
+        help="more held-out sets (comma-separated) both models are evaluated on, e.g. the same "
+        "problems in another prompt; '' for none",
+    )
     parser.add_argument("--heldout", type=int, default=200, help="held-out problems evaluated")
-    parser.add_argument("--train-tasks", type=int, default=200, help="problems sampled per round")
+    parser.add_argument("--train-tasks", type=int, default=160, help="problems sampled per round")
     parser.add_argument("--rounds", type=int, default=3, help="sample → train rounds")
     parser.add_argument("--k", type=int, default=8, help="reflections sampled per failure")
     parser.add_argument("--steps-per-round", type=int, default=12, help="optimizer steps a round")
@@ -64,7 +70,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="a blank reflection earns its retry's reward (run 5: it learned to skip reflecting)",
     )
-    parser.add_argument("--reflection-temperature", type=float, default=1.0)
+    parser.add_argument("--reflection-temperature", type=float, default=0.7)
     parser.add_argument("--reflection-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32, help="attempts and retries")
     parser.add_argument("--forgetting", default="arithmetic-test")
@@ -94,6 +100,11 @@ def main() -> None:
     started = time.perf_counter()
     checkpoint = embedded.prepare()
     heldout = list(get_taskset(args.test).load())[: args.heldout]
+    also = {
+        name: list(get_taskset(name).load())[: args.heldout]
+        for name in filter(None, (n.strip() for n in args.also.split(",")))
+        if name != args.test
+    }
     train_tasks = list(get_taskset(args.train).load())[: args.train_tasks]
     forgetting = (
         args.forgetting,
@@ -111,19 +122,19 @@ def main() -> None:
     timings["server_start_s"] = time.perf_counter() - t
     try:
 
-        def run_eval(model: str, log: str) -> Any:
+        def run_eval(model: str, log: str, taskset: str | None = None) -> Any:
             settings = load_settings(api_base=server.base_url, log_path=work / log)
             report = evaluate(
-                heldout,
+                also[taskset] if taskset else heldout,
                 [model],
                 settings=settings,
-                taskset=args.test,
+                taskset=taskset or args.test,
                 concurrency=args.concurrency,
                 temperature=0.0,
                 seed=args.seed,
                 max_tokens=args.max_tokens,
                 stop=stop,
-                forgetting=forgetting,
+                forgetting=None if taskset else forgetting,
             )
             if errors := sum(m.errors for m in report.models):
                 raise InfrastructureError(
@@ -134,6 +145,8 @@ def main() -> None:
 
         t = time.perf_counter()
         before = run_eval(server.model_string, "eval-before.jsonl")
+        before_also = {name: run_eval(server.model_string, f"eval-before-{name}.jsonl", name)
+                       for name in also}  # fmt: skip
         timings["eval_before_s"] = time.perf_counter() - t
         print(before.markdown(), flush=True)
 
@@ -191,6 +204,8 @@ def main() -> None:
             serve(final.merged, "trained")
         # else no round had a learnable failure: the "trained" model is the base model
         after = run_eval(server.model_string, "eval-after.jsonl")
+        after_also = {name: run_eval(server.model_string, f"eval-after-{name}.jsonl", name)
+                      for name in also}  # fmt: skip
         timings["eval_after_s"] = time.perf_counter() - t
     finally:
         server.stop()
@@ -202,12 +217,21 @@ def main() -> None:
         models=[before.models[0], after.models[0]],
         forgetting_taskset=args.forgetting,
     )
+    also_reports = {}
+    for name in also:
+        before_also[name].models[0].model = before.models[0].model
+        after_also[name].models[0].model = after.models[0].model
+        also_reports[name] = EvalReport(
+            taskset=f"{name} (held-out, the same problems in another prompt)",
+            models=[before_also[name].models[0], after_also[name].models[0]],
+        )
     out.mkdir(parents=True, exist_ok=True)
     metrics = _join_metrics([r.metrics_path for r in rounds], work / "metrics.jsonl")
     examples = _reflection_examples(work / "eval-before.jsonl", work / "eval-after.jsonl")
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
-    table = report.markdown() + _rounds_table(rounds) + _examples_md(examples) + _goal_md(goal)
+    table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
+    table += _rounds_table(rounds) + _examples_md(examples) + _goal_md(goal)
     (out / "results.md").write_text(table)
     report.plot(out / "accuracy.png")
     plot_metrics(metrics, out / "training.png")
@@ -215,6 +239,7 @@ def main() -> None:
         "command": "python benchmarks/learning.py",
         "args": vars(args),
         "report": report.to_dict(),
+        "also": {name: r.to_dict() for name, r in also_reports.items()},
         "rounds": [r.to_dict() for r in rounds],
         "training": {
             "config": config.to_dict(),

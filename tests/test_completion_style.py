@@ -109,6 +109,34 @@ def test_countdown2_demo_sets_show_a_reflection_in_the_family_prompts() -> None:
     assert not problems & {(a, b, t) for a, b, t, *_ in REFLECTION_DEMOS}
 
 
+def test_countdown2_shown_sets_demonstrate_the_plain_retry_as_well() -> None:
+    """The -shown sets demonstrate both second turns, so the plain-retry control is as fairly
+    prompted as the reflection: the -demo sets showed only reflections, and after the plain
+    retry's words the model repeated itself."""
+    from rrr_agent import PromptLibrary
+    from rrr_agent.tasksets.countdown2 import DEMO_PLAIN_RETRY_PROMPT, PLAIN_RETRY_DEMOS
+
+    assert PromptLibrary().get("plain_retry", "countdown2").text == DEMO_PLAIN_RETRY_PROMPT
+    demo = list(get_taskset("countdown2-demo-test").load())[:20]
+    shown = list(get_taskset("countdown2-shown-test").load())[:20]
+    for d, s in zip(demo, shown, strict=True):
+        assert d.verifier == s.verifier and d.messages[-1] == s.messages[-1]
+        assert s.family == "countdown2" and s.metadata["generator"] == "countdown2-shown"
+    system = str(shown[0].messages[0].content)
+    plain = ("Numbers: 50, 2\nTarget: 25\nEquation: 50 - 2\n"
+             "That was wrong. Try again. Equation: 50 / 2")  # fmt: skip
+    assert plain in system and "Reflection: 96 - 8 = 88, not 12. 96 / 8 = 12." in system
+    assert system.count("That was wrong. Reflection:") == system.count("Try again. Equation:") - 3
+    # reflection and plain blocks alternate, so neither kind is always nearest the problem
+    assert system.rindex("Reflection:") < system.rindex("That was wrong. Try again.")
+    assert system.index("Reflection:") < system.index("That was wrong. Try again.")
+    problems = {(t.verifier.numbers[0], t.verifier.numbers[1], t.verifier.target)  # type: ignore[index]
+                for t in get_taskset("countdown2-shown-test").load()}  # fmt: skip
+    assert not problems & {(a, b, t) for a, b, t, *_ in PLAIN_RETRY_DEMOS}
+    train = {t.messages[-1].content for t in get_taskset("countdown2-shown-train").load()}
+    assert not train & {t.messages[-1].content for t in get_taskset("countdown2-shown-test").load()}
+
+
 def test_arithmetic_probe_answers_pass_and_are_distinct() -> None:
     from rrr_agent import build_verifier
     from rrr_agent._types import ModelOutput

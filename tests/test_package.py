@@ -269,6 +269,8 @@ TASKSET_COUNTS = {
     "countdown-train": 10240,
     "countdown2-demo-test": 400,
     "countdown2-demo-train": 2000,
+    "countdown2-shown-test": 400,
+    "countdown2-shown-train": 2000,
     "countdown2-test": 400,
     "countdown2-train": 2000,
     "gsm8k-test": 1319,

@@ -48,6 +48,8 @@ KNOWN = {
     "countdown-train",
     "countdown2-demo-test",
     "countdown2-demo-train",
+    "countdown2-shown-test",
+    "countdown2-shown-train",
     "countdown2-test",
     "countdown2-train",
     "gsm8k-test",
@@ -99,7 +101,7 @@ def wrong_reply(task: Task) -> Any:
 
 
 def test_every_taskset_is_run() -> None:
-    assert len(NAMES) == len(KNOWN) == 25
+    assert len(NAMES) == len(KNOWN) == 27
     assert set(NAMES) == KNOWN
 
 

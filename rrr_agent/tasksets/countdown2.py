@@ -28,6 +28,7 @@ from . import GENERATED, register_taskset
 __all__ = [
     "FAMILY",
     "INSTRUCTION",
+    "PLAIN_RETRY_DEMOS",
     "REFLECTION_DEMOS",
     "WORKED_EXAMPLES",
     "generate_problems",
@@ -61,6 +62,15 @@ REFLECTION_DEMOS = [
 #: equal).
 DEMO_REFLECTION_PROMPT = "That was wrong. Reflection:"
 DEMO_RETRY_PROMPT = "Try again. Equation:"
+#: A failure followed by the plain retry (``prompts/plain_retry/countdown2.txt``), shown by the
+#: ``-shown`` sets beside the reflection demonstrations so that the plain-retry control is
+#: demonstrated as well as the reflection: (a, b, target, wrong, right), worked examples' numbers.
+PLAIN_RETRY_DEMOS = [
+    (50, 2, 25, "50 - 2", "50 / 2"),
+    (7, 6, 42, "7 + 6", "7 * 6"),
+    (31, 4, 27, "31 + 4", "31 - 4"),
+]
+DEMO_PLAIN_RETRY_PROMPT = "That was wrong. Try again. Equation:"
 
 
 def _problem(rng: random.Random) -> tuple[int, int, int, str]:
@@ -110,6 +120,10 @@ def _demo(a: int, b: int, target: int, wrong: str, reflection: str, right: str) 
             f"{DEMO_RETRY_PROMPT} {right}")  # fmt: skip
 
 
+def _plain_demo(a: int, b: int, target: int, wrong: str, right: str) -> str:
+    return f"{_block(a, b, target)} {wrong}\n{DEMO_PLAIN_RETRY_PROMPT} {right}"
+
+
 def make_task(
     a: int,
     b: int,
@@ -118,11 +132,18 @@ def make_task(
     task_id: str,
     reference: str | None = None,
     demos: bool = False,
+    plain_demos: bool = False,
 ) -> Task:
-    """One problem; ``demos`` adds :data:`REFLECTION_DEMOS` after the worked examples."""
+    """One problem; ``demos`` adds :data:`REFLECTION_DEMOS` after the worked examples, and
+    ``plain_demos`` interleaves :data:`PLAIN_RETRY_DEMOS` with them (the ``-shown`` sets)."""
     worked = "\n\n".join(f"{_block(xa, xb, xt)} {xeq}" for xa, xb, xt, xeq in WORKED_EXAMPLES)
-    if demos:
-        worked += "\n\n" + "\n\n".join(_demo(*d) for d in REFLECTION_DEMOS)
+    shown = [_demo(*d) for d in REFLECTION_DEMOS] if demos or plain_demos else []
+    if plain_demos:  # reflection, plain, reflection, plain, ...: neither kind is always last
+        plain = [_plain_demo(*d) for d in PLAIN_RETRY_DEMOS]
+        shown = [block for pair in zip(shown, plain, strict=True) for block in pair]
+    if shown:
+        worked += "\n\n" + "\n\n".join(shown)
+    generator = "countdown2-shown" if plain_demos else "countdown2-demo" if demos else "countdown2"
     return Task(
         id=task_id,
         family=FAMILY,
@@ -134,7 +155,7 @@ def make_task(
         chat_template_kwargs=dict(STYLE),
         metadata={
             "reference_equation": reference,
-            "generator": "countdown2-demo" if demos else "countdown2",
+            "generator": generator,
         },
     )
 
@@ -195,3 +216,29 @@ def load_demo_train(_root: Path) -> Iterator[Task]:
 def load_demo_test(_root: Path) -> Iterator[Task]:
     for i, (a, b, t, eq) in enumerate(_test()):
         yield make_task(a, b, t, task_id=f"countdown2-demo-test-{i}", reference=eq, demos=True)
+
+
+@register_taskset(
+    "countdown2-shown-train",
+    description="countdown2-train with 3 demonstrated reflections and 3 demonstrated plain retries",
+    family=FAMILY,
+    source=GENERATED,
+)
+def load_shown_train(_root: Path) -> Iterator[Task]:
+    for i, (a, b, t, eq) in enumerate(_train()):
+        yield make_task(
+            a, b, t, task_id=f"countdown2-shown-train-{i}", reference=eq, plain_demos=True
+        )
+
+
+@register_taskset(
+    "countdown2-shown-test",
+    description="countdown2-test with 3 demonstrated reflections and 3 demonstrated plain retries",
+    family=FAMILY,
+    source=GENERATED,
+)
+def load_shown_test(_root: Path) -> Iterator[Task]:
+    for i, (a, b, t, eq) in enumerate(_test()):
+        yield make_task(
+            a, b, t, task_id=f"countdown2-shown-test-{i}", reference=eq, plain_demos=True
+        )
