@@ -168,7 +168,10 @@ def main() -> None:
             output_dir=str(work / "train"),
             max_steps=args.steps_per_round,
             num_generations=args.k,
-            per_device_train_batch_size=args.k * args.groups_per_step,
+            # One group per forward pass, accumulated over a step: 16 sequences of the -shown
+            # prompt in one pass took 17 GB and the kernel killed the run (run 7's first try).
+            per_device_train_batch_size=args.k,
+            gradient_accumulation_steps=args.groups_per_step,
             learning_rate=args.learning_rate,
             beta=args.beta,
             lora_r=args.lora_r,

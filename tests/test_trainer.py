@@ -461,13 +461,22 @@ def test_training_goes_on_from_an_adapter(tmp_path: Path, tiny: Path) -> None:
         config(tmp_path, tiny, init_adapter=str(first.adapter_dir), use_lora=False).validate()
 
 
-def test_offline_logps_at_completion_positions_equal_the_full_computation(
+def _separate_logps(model: Any, prompt: list[int], completion: list[int]) -> Any:
+    """The reference computation: one full forward pass over prompt + completion."""
+    import torch
+
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits.float(), -1).gather(-1, ids[0, len(prompt) :, None])[:, 0]
+
+
+def test_offline_logps_with_a_shared_prompt_equal_separate_passes(
     tmp_path: Path, tiny: Path
 ) -> None:
-    """Offline training asks the model for logits at the completion positions only; the log-probs
-    are those of the full forward pass, position by position."""
+    """Offline training runs a group's prompt once and repeats its cache for the k completions;
+    each completion's log-probs are those of its own full forward pass, position by position."""
     import torch
-    from rrr_trainer.offline import _batch_tensors, _groups, _sequence_logps
+    from rrr_trainer.offline import _encode, _groups, _shared_prompt_logps
     from rrr_trainer.policy import load_policy, reflection_end_token
 
     train, _, _ = build_failure_set([groups_log(tmp_path, n_tasks=2)], holdout_fraction=0.0)
@@ -475,16 +484,52 @@ def test_offline_logps_at_completion_positions_equal_the_full_computation(
     cfg = config(tmp_path, tiny, mode="offline")
     model, tok, eos = load_policy(tiny, cfg)
     end = reflection_end_token(tok, eos, "auto")
-    ids, attn, cmask, _, _ = _batch_tensors(groups, tok, cfg, end)
+    prompts, comps, _, _ = _encode(groups, tok, cfg, end)
+    assert len(prompts) == 2 and all(len(c) >= 2 for c in comps)
     with torch.no_grad():
-        fast = _sequence_logps(model, ids, attn, cmask)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
-        full = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    full = full * cmask[:, 1:]
-    width = fast.shape[1]
-    assert width == int(cmask.sum(1).max()) < ids.shape[1]  # fewer positions than the sequence
-    assert torch.allclose(fast, full[:, -width:], atol=1e-5)
-    assert float(full[:, :-width].abs().sum()) == 0.0  # nothing outside the completions is lost
+        logps, mask = _shared_prompt_logps(model, prompts, comps, tok.pad_token_id)
+    rows = [(p, c) for p, cs in zip(prompts, comps, strict=True) for c in cs]
+    assert logps.shape == mask.shape == (len(rows), max(len(c) for _, c in rows))
+    for i, (p, c) in enumerate(rows):
+        with torch.no_grad():
+            expected = _separate_logps(model, p, c)
+        assert int(mask[i].sum()) == len(c)
+        assert torch.allclose(logps[i, : len(c)], expected, atol=1e-5)
+        assert float(logps[i, len(c) :].abs().sum()) == 0.0  # padding carries nothing
+
+
+def test_shared_prompt_logps_and_gradients_hold_with_sliding_window_layers() -> None:
+    """Gemma 3 (the embedded model) mixes sliding-window and full attention, and its cache keeps
+    only the window on sliding layers. With a prompt longer than the window, the shared-prompt
+    log-probs and the gradient through the repeated cache equal k separate passes."""
+    import torch
+    from rrr_trainer.offline import _shared_prompt_logps
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(cfg).float().eval()
+    prompt = list(range(3, 20))  # 17 tokens, more than the window of 4
+    comps = [[21, 22, 23], [30, 31], [40, 41, 42, 43, 44]]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    logps, mask = _shared_prompt_logps(model, [prompt], [comps], pad=0)
+    shared_grads = torch.autograd.grad((logps * mask).sum(), params, allow_unused=True)
+    separate = [_separate_logps(model, prompt, c) for c in comps]
+    separate_grads = torch.autograd.grad(sum(s.sum() for s in separate), params, allow_unused=True)
+    for i, s in enumerate(separate):
+        assert torch.allclose(logps[i, : len(comps[i])], s, atol=1e-5)
+    compared = 0
+    for a, b in zip(shared_grads, separate_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+            compared += int(a.abs().sum() > 0)
+    assert compared > 10  # gradients reached the layers, not only the head
 
 
 def test_rounds_sample_groups_train_and_sample_from_the_new_model(

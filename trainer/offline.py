@@ -91,27 +91,6 @@ def _groups(
     return usable, skipped
 
 
-def _sequence_logps(model: Any, input_ids: Any, attention_mask: Any, completion_mask: Any) -> Any:
-    """Per-token log-probs of the completion tokens, over the last ``C`` positions (``C``: the
-    widest completion; completions are right-aligned by the left padding).
-
-    Only those positions get logits (``logits_to_keep``): with Gemma's 262k-token vocabulary the
-    logits of the prompt positions cost more than the rest of the step and are never used."""
-    torch = require_extra("torch", "training")
-    keep = _completion_width(completion_mask)
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep + 1
-    ).logits[:, :-1]
-    targets = input_ids[:, -keep:]
-    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return logps * completion_mask[:, -keep:]
-
-
-def _completion_width(completion_mask: Any) -> int:
-    """Positions from the first completion token of the longest completion to the end."""
-    return int(completion_mask.sum(dim=1).max().item())
-
-
 def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
     """Keep the newest ``keep`` checkpoint folders (``save_total_limit``, as TRL's Trainer does)."""
     if keep is None:
@@ -124,35 +103,60 @@ def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _batch_tensors(
+def _encode(
     batch: list[OfflineGroup], tokenizer: Any, config: RRRTrainConfig, end_token: int
-) -> tuple[Any, Any, Any, list[float], list[list[float] | None]]:
-    """Left-padded (ids, attention, completion mask), advantages and logged log-probs."""
-    torch = require_extra("torch", "training")
-    rows, advantages, old = [], [], []
+) -> tuple[list[list[int]], list[list[list[int]]], list[float], list[list[float] | None]]:
+    """Each group's prompt ids, its completions' ids (reflection + end token), the advantages
+    and the logged log-probs (one per completion, in order)."""
+    prompts, completions, advantages, old = [], [], [], []
     for g in batch:
         prompt = tokenizer.apply_chat_template(
             g.prompt, tokenize=False, add_generation_prompt=True, **g.chat_template_kwargs
         )
-        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        prompts.append(tokenizer(prompt, add_special_tokens=False).input_ids)
+        comps = []
         for text, adv, lp in zip(g.reflections, group_advantages(g.rewards), g.logprobs,
                                  strict=True):  # fmt: skip
             comp = tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
             comp = [*comp[: config.max_reflection_tokens], end_token]
-            rows.append((prompt_ids, comp))
+            comps.append(comp)
             advantages.append(adv)
             n = len(comp) - 1  # reflection tokens (the end token has no logged log-prob)
             old.append(lp[:n] if lp is not None and len(lp) >= n else None)
-    width = max(len(p) + len(c) for p, c in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    cmask = torch.zeros((len(rows), width), dtype=torch.float32)
-    for i, (p, c) in enumerate(rows):  # left padding
-        seq = p + c
-        ids[i, width - len(seq) :] = torch.tensor(seq)
-        attn[i, width - len(seq) :] = 1
-        cmask[i, width - len(c) :] = 1.0
-    return ids, attn, cmask, advantages, old
+        completions.append(comps)
+    return prompts, completions, advantages, old
+
+
+def _shared_prompt_logps(
+    model: Any, prompts: list[list[int]], completions: list[list[list[int]]], pad: int
+) -> tuple[Any, Any]:
+    """Per-token log-probs of each completion, right-padded to the widest (``rows × C``), and
+    the matching mask. A group's k completions share one prompt, so the prompt is run once and
+    its key/value cache is repeated for the k completions: with a prompt of hundreds of tokens
+    and completions of tens, that is most of a step's work done once instead of k times.
+    Gradients flow through the shared cache, so the result and its gradient equal k separate
+    passes (a test checks both, on a model with sliding-window layers)."""
+    torch = require_extra("torch", "training")
+    width = max(len(c) for comps in completions for c in comps)
+    out, masks = [], []
+    for prompt, comps in zip(prompts, completions, strict=True):
+        k = len(comps)
+        ids = torch.full((k, width), pad, dtype=torch.long)
+        mask = torch.zeros((k, width), dtype=torch.float32)
+        for i, c in enumerate(comps):  # right padding: padded positions come after every token
+            ids[i, : len(c)] = torch.tensor(c)
+            mask[i, : len(c)] = 1.0
+        head = model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(k)
+        attention = torch.cat([torch.ones((k, len(prompt)), dtype=torch.long), mask.long()], 1)
+        tail = model(input_ids=ids, attention_mask=attention, past_key_values=cache).logits
+        # the prompt's last position predicts each completion's first token
+        logits = torch.cat([head.logits[:, -1:].expand(k, 1, -1), tail[:, :-1]], dim=1)
+        logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1))
+        out.append(logps.squeeze(-1) * mask)
+        masks.append(mask)
+    return torch.cat(out), torch.cat(masks)
 
 
 def train_offline(
@@ -216,6 +220,7 @@ def train_offline(
     metrics = JsonlAppender(output_dir / "metrics.jsonl")
     log_history: list[dict[str, Any]] = []
     model.train()
+    pad = tokenizer.pad_token_id
     while step < steps:
         optimizer.zero_grad()
         seen: list[OfflineGroup] = []
@@ -223,9 +228,8 @@ def train_offline(
         for _ in range(accumulate):  # gradient accumulation: one update per `accumulate` batches
             batch = [rng.choice(groups) for _ in range(groups_per_micro)]
             seen += batch
-            ids, attn, cmask, advantages, old = _batch_tensors(batch, tokenizer, config, end_token)
-            logps = _sequence_logps(model, ids, attn, cmask)
-            mask = cmask[:, -_completion_width(cmask) :]
+            prompts, comps, advantages, old = _encode(batch, tokenizer, config, end_token)
+            logps, mask = _shared_prompt_logps(model, prompts, comps, tokenizer.pad_token_id)
             adv = torch.tensor(advantages).unsqueeze(1)
             old_logps = logps.detach().clone()
             for i, lp in enumerate(old):
@@ -237,9 +241,9 @@ def train_offline(
             with torch.no_grad():
                 if reference is None:
                     with model.disable_adapter():
-                        ref_logps = _sequence_logps(model, ids, attn, cmask)
+                        ref_logps, _ = _shared_prompt_logps(model, prompts, comps, pad)
                 else:
-                    ref_logps = _sequence_logps(reference, ids, attn, cmask)
+                    ref_logps, _ = _shared_prompt_logps(reference, prompts, comps, pad)
             delta = ref_logps - logps
             kl = torch.exp(delta) - delta - 1
             per_token = -(surrogate - config.beta * kl)
