@@ -48,16 +48,16 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out", default="docs/learning", help="where results are written")
     parser.add_argument("--work", default=".rrr-learning-work", help="scratch folder (not kept)")
-    parser.add_argument("--train", default="countdown2-shown-train", help="training task set")
-    parser.add_argument("--test", default="countdown2-shown-test", help="held-out task set")
+    parser.add_argument("--train", default="countdown2-train", help="training task set")
+    parser.add_argument("--test", default="countdown2-test", help="held-out task set")
     parser.add_argument(
         "--also",
-        default="countdown2-test",
+        default="",
         help="more held-out sets (comma-separated) both models are evaluated on, e.g. the same "
-        "problems in another prompt; '' for none",
+        "problems in another prompt (run 7: --also countdown2-test)",
     )
     parser.add_argument("--heldout", type=int, default=200, help="held-out problems evaluated")
-    parser.add_argument("--train-tasks", type=int, default=160, help="problems sampled per round")
+    parser.add_argument("--train-tasks", type=int, default=200, help="problems sampled per round")
     parser.add_argument("--rounds", type=int, default=3, help="sample → train rounds")
     parser.add_argument("--k", type=int, default=8, help="reflections sampled per failure")
     parser.add_argument("--steps-per-round", type=int, default=12, help="optimizer steps a round")
@@ -70,7 +70,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="a blank reflection earns its retry's reward (run 5: it learned to skip reflecting)",
     )
-    parser.add_argument("--reflection-temperature", type=float, default=0.7)
+    parser.add_argument("--reflection-temperature", type=float, default=1.0)
     parser.add_argument("--reflection-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32, help="attempts and retries")
     parser.add_argument("--forgetting", default="arithmetic-test")

@@ -107,7 +107,7 @@ def main() -> None:
         loss.backward()
         seconds = time.perf_counter() - start
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        return seconds, float(loss), grads
+        return seconds, float(loss.detach()), grads
 
     times: dict[str, list[float]] = {"separate": [], "shared": []}
     results: dict[str, tuple[float, list[Any]]] = {}
