@@ -126,5 +126,8 @@ def test_atheris_finds_no_crash(tmp_path: Path, target: str) -> None:
         "coverage_edges": int(cov[-1][0]), "features": int(cov[-1][1]),
         "corpus": int(cov[-1][2]), "crashes": 0, "slow_inputs": 0,
     }  # fmt: skip
-    assert figures["coverage_edges"] > 50  # the parser was really instrumented and explored
+    # The parser was really instrumented and explored. The numeric parser is small and saturates
+    # near 50 edges: 50 in CI's 12 s, 51 in 120 s (docs/reliability/fuzz_numeric.json), so
+    # "> 50" failed a CI run by one edge.
+    assert figures["coverage_edges"] >= 40
     record(f"fuzz_{target}", figures)
