@@ -1,4 +1,4 @@
-"""One offline GRPO group on the embedded model: the prompt run once (shared cache) vs k times.
+"""One offline GRPO group on the embedded model: the prompt run once (its cache reused) vs k times.
 
 Offline training (``rrr_trainer.offline``) computes the log-probs of a group's k reflections,
 which share one prompt: the task, its worked examples, the failed attempt and "Reflection:".
@@ -68,7 +68,7 @@ def main() -> None:
 
     import torch
     from rrr_trainer import RRRTrainConfig
-    from rrr_trainer.offline import OfflineGroup, _encode, _shared_prompt_logps
+    from rrr_trainer.offline import OfflineGroup, _encode, _group_logps
     from rrr_trainer.policy import load_policy, reflection_end_token, with_adapter
 
     from rrr_agent import PromptLibrary, embedded
@@ -99,8 +99,8 @@ def main() -> None:
     def step(arm: str) -> tuple[float, Any, list[Any]]:
         model.zero_grad()
         start = time.perf_counter()
-        if arm == "shared":
-            logps, mask = _shared_prompt_logps(model, prompts, comps, pad)
+        if arm == "once":
+            logps, mask = _group_logps(model, prompts, comps, pad)
         else:
             logps, mask = separate_logps(model, prompts[0], comps[0], pad)
         loss = -(logps * adv * mask).sum() / mask.sum()
@@ -109,18 +109,18 @@ def main() -> None:
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
         return seconds, float(loss.detach()), grads
 
-    times: dict[str, list[float]] = {"separate": [], "shared": []}
+    times: dict[str, list[float]] = {"separate": [], "once": []}
     results: dict[str, tuple[float, list[Any]]] = {}
-    for arm in ("separate", "shared"):
+    for arm in ("separate", "once"):
         step(arm)  # warm-up
         for _ in range(args.repeats):
             seconds, loss, grads = step(arm)
             times[arm].append(seconds)
         results[arm] = (loss, grads)
-    (loss_a, grads_a), (loss_b, grads_b) = results["separate"], results["shared"]
+    (loss_a, grads_a), (loss_b, grads_b) = results["separate"], results["once"]
     grad_diff = max(float((a - b).abs().max()) for a, b in zip(grads_a, grads_b, strict=True))
     grad_scale = max(float(a.abs().max()) for a in grads_a)
-    sep, shared = statistics.median(times["separate"]), statistics.median(times["shared"])
+    sep, once = statistics.median(times["separate"]), statistics.median(times["once"])
     report = {
         "model": "gemma-3-270m + LoRA r8, CPU",
         "taskset": args.taskset,
@@ -128,10 +128,10 @@ def main() -> None:
         "completion_tokens": [len(c) for c in comps[0]],
         "k": args.k,
         "separate_seconds": sep,
-        "shared_seconds": shared,
-        "speedup_shared_vs_separate": sep / shared,
+        "once_seconds": once,
+        "speedup_once_vs_separate": sep / once,
         "loss_separate": loss_a,
-        "loss_shared": loss_b,
+        "loss_once": loss_b,
         "max_grad_difference": grad_diff,
         "max_grad": grad_scale,
         "all": times,
@@ -145,8 +145,8 @@ def main() -> None:
         f"forward + backward, median of {args.repeats} after a warm-up"
     )
     print(f"  k separate sequences (baseline): {sep:6.2f} s")
-    print(f"  prompt once, cache shared:       {shared:6.2f} s")
-    print(f"  speedup: {sep / shared:.1f}x; loss {loss_a:.6f} vs {loss_b:.6f}")
+    print(f"  prompt once, cache reused:       {once:6.2f} s")
+    print(f"  speedup: {sep / once:.1f}x; loss {loss_a:.6f} vs {loss_b:.6f}")
     print(f"  largest gradient difference {grad_diff:.2e} (largest gradient {grad_scale:.2e})")
 
 

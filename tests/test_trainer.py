@@ -476,7 +476,7 @@ def test_offline_logps_with_a_shared_prompt_equal_separate_passes(
     """Offline training runs a group's prompt once and repeats its cache for the k completions;
     each completion's log-probs are those of its own full forward pass, position by position."""
     import torch
-    from rrr_trainer.offline import _encode, _groups, _shared_prompt_logps
+    from rrr_trainer.offline import _encode, _group_logps, _groups
     from rrr_trainer.policy import load_policy, reflection_end_token
 
     train, _, _ = build_failure_set([groups_log(tmp_path, n_tasks=2)], holdout_fraction=0.0)
@@ -487,7 +487,7 @@ def test_offline_logps_with_a_shared_prompt_equal_separate_passes(
     prompts, comps, _, _ = _encode(groups, tok, cfg, end)
     assert len(prompts) == 2 and all(len(c) >= 2 for c in comps)
     with torch.no_grad():
-        logps, mask = _shared_prompt_logps(model, prompts, comps, tok.pad_token_id)
+        logps, mask = _group_logps(model, prompts, comps, tok.pad_token_id)
     rows = [(p, c) for p, cs in zip(prompts, comps, strict=True) for c in cs]
     assert logps.shape == mask.shape == (len(rows), max(len(c) for _, c in rows))
     for i, (p, c) in enumerate(rows):
@@ -498,12 +498,12 @@ def test_offline_logps_with_a_shared_prompt_equal_separate_passes(
         assert float(logps[i, len(c) :].abs().sum()) == 0.0  # padding carries nothing
 
 
-def test_shared_prompt_logps_and_gradients_hold_with_sliding_window_layers() -> None:
+def test_group_logps_and_gradients_hold_with_sliding_window_layers() -> None:
     """Gemma 3 (the embedded model) mixes sliding-window and full attention, and its cache keeps
     only the window on sliding layers. With a prompt longer than the window, the shared-prompt
     log-probs and the gradient through the repeated cache equal k separate passes."""
     import torch
-    from rrr_trainer.offline import _shared_prompt_logps
+    from rrr_trainer.offline import _group_logps
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
@@ -517,7 +517,7 @@ def test_shared_prompt_logps_and_gradients_hold_with_sliding_window_layers() -> 
     comps = [[21, 22, 23], [30, 31], [40, 41, 42, 43, 44]]
     params = [p for p in model.parameters() if p.requires_grad]
 
-    logps, mask = _shared_prompt_logps(model, [prompt], [comps], pad=0)
+    logps, mask = _group_logps(model, [prompt], [comps], pad=0)
     shared_grads = torch.autograd.grad((logps * mask).sum(), params, allow_unused=True)
     separate = [_separate_logps(model, prompt, c) for c in comps]
     separate_grads = torch.autograd.grad(sum(s.sum() for s in separate), params, allow_unused=True)

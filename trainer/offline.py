@@ -127,7 +127,7 @@ def _encode(
     return prompts, completions, advantages, old
 
 
-def _shared_prompt_logps(
+def _group_logps(
     model: Any, prompts: list[list[int]], completions: list[list[list[int]]], pad: int
 ) -> tuple[Any, Any]:
     """Per-token log-probs of each completion, right-padded to the widest (``rows × C``), and
@@ -229,7 +229,7 @@ def train_offline(
             batch = [rng.choice(groups) for _ in range(groups_per_micro)]
             seen += batch
             prompts, comps, advantages, old = _encode(batch, tokenizer, config, end_token)
-            logps, mask = _shared_prompt_logps(model, prompts, comps, tokenizer.pad_token_id)
+            logps, mask = _group_logps(model, prompts, comps, tokenizer.pad_token_id)
             adv = torch.tensor(advantages).unsqueeze(1)
             old_logps = logps.detach().clone()
             for i, lp in enumerate(old):
@@ -241,9 +241,9 @@ def train_offline(
             with torch.no_grad():
                 if reference is None:
                     with model.disable_adapter():
-                        ref_logps, _ = _shared_prompt_logps(model, prompts, comps, pad)
+                        ref_logps, _ = _group_logps(model, prompts, comps, pad)
                 else:
-                    ref_logps, _ = _shared_prompt_logps(reference, prompts, comps, pad)
+                    ref_logps, _ = _group_logps(reference, prompts, comps, pad)
             delta = ref_logps - logps
             kl = torch.exp(delta) - delta - 1
             per_token = -(surrogate - config.beta * kl)
