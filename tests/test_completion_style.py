@@ -137,6 +137,29 @@ def test_countdown2_shown_sets_demonstrate_the_plain_retry_as_well() -> None:
     assert not train & {t.messages[-1].content for t in get_taskset("countdown2-shown-test").load()}
 
 
+def test_countdown2_splits_share_one_mix_of_operations() -> None:
+    """Train and test are one shuffled pool, so held-out problems are drawn like training ones.
+    The old splits generated train first: it took nearly all exact divisions (24 % of its first
+    200 problems against 2.5 % of the held-out ones), and a trained model learned to divide."""
+    from collections import Counter
+
+    def mix(name: str, n: int) -> dict[str, float]:
+        tasks = list(get_taskset(name).load())[:n]
+        ops = Counter(str(t.metadata["reference_equation"]).split()[1] for t in tasks)
+        return {op: ops[op] / len(tasks) for op in "+-*/"}
+
+    train, test = mix("countdown2-train", 2000), mix("countdown2-test", 400)
+    for op in "+-*/":
+        assert abs(train[op] - test[op]) < 0.05, (op, train, test)
+    # the slices the learning benchmark uses (the first 200 of each) are no longer skewed
+    head_train, head_test = mix("countdown2-train", 200), mix("countdown2-test", 200)
+    assert head_test["/"] > 0.03 and 0.03 < head_train["/"] < 0.15, (head_train, head_test)
+    problems = [(t.verifier.numbers[0], t.verifier.numbers[1], t.verifier.target)  # type: ignore[index]
+                for name in ("countdown2-train", "countdown2-test")
+                for t in get_taskset(name).load()]  # fmt: skip
+    assert len(set(problems)) == len(problems) == 2400
+
+
 def test_arithmetic_probe_answers_pass_and_are_distinct() -> None:
     from rrr_agent import build_verifier
     from rrr_agent._types import ModelOutput

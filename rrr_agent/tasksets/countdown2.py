@@ -2,9 +2,11 @@
 
 Measured on gemma-3-270m (docs/platform-notes.md): with 9 worked examples, first-try accuracy is
 ~40% greedy (~27% at temperature 1), so there is room both to fail and to improve. Each problem
-gives two numbers (2-99) and a target reachable with exactly one of + - * / (operations equally
-often; subtraction stays positive, division is exact). Problems are generated from fixed seeds; the
-test split never repeats a training problem or a worked example.
+gives two numbers (2-99) and a target reachable with exactly one of + - * / (subtraction stays
+positive, division is exact). Operations are drawn equally often, but only ~190 exact divisions
+exist with numbers up to 99, so the pool holds ~31 % each of + - * and ~8 % divisions. Both splits
+are one seeded pool of distinct problems, shuffled and cut (train 2,000, test 400), so they share
+that mix; the test split never repeats a training problem or a worked example.
 
 The prompt is written for a base model (docs/platform-notes.md: 40 % greedy in this form against
 28 % as a User/Assistant transcript): the rule and nine worked blocks "Numbers: 14, 9 / Target: 23 /
@@ -18,6 +20,7 @@ render it without role prefixes; chat models read the same messages as ordinary 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,18 +163,31 @@ def make_task(
     )
 
 
-TRAIN_SEED, TEST_SEED = 20261121, 20261122
+POOL_SEED, SPLIT_SEED = 20261121, 20261201
 TRAIN_SIZE, TEST_SIZE = 2000, 400
 
 
-def _train() -> list[tuple[int, int, int, str]]:
-    return generate_problems(TRAIN_SEED, TRAIN_SIZE)
+@functools.cache
+def _pool() -> tuple[tuple[int, int, int, str], ...]:
+    """All problems of both splits, drawn from one generator and shuffled once.
+
+    The splits are an i.i.d. split of one pool, so they have the same mix of operations. Until
+    December 2026 the training split was generated first and took nearly all of the ~190 exact
+    divisions with numbers up to 99 (24 % of its first 200 problems against 2.5 % of the held-out
+    ones): runs 1-7 of ``docs/learning`` were measured on that split.
+    """
+    problems = generate_problems(POOL_SEED, TRAIN_SIZE + TEST_SIZE)
+    random.Random(SPLIT_SEED).shuffle(problems)
+    return tuple(problems)
 
 
-def _test() -> list[tuple[int, int, int, str]]:
+def _train() -> tuple[tuple[int, int, int, str], ...]:
+    return _pool()[:TRAIN_SIZE]
+
+
+def _test() -> tuple[tuple[int, int, int, str], ...]:
     """The held-out problems: never a training problem or a worked example."""
-    exclude = {(a, b, t) for a, b, t, _ in _train()}
-    return generate_problems(TEST_SEED, TEST_SIZE, exclude)
+    return _pool()[TRAIN_SIZE:]
 
 
 @register_taskset(
