@@ -224,6 +224,31 @@ def test_parser_never_raises_anything_but_countdown_error(text: str) -> None:
         evaluate(parsed.tree)
 
 
+@pytest.mark.parametrize(
+    ("text", "passed"),
+    [("-=-\x1f\x1f\x1f2", False), ("1 + 1 =\x1f2", True), ("1 + 1 = -\u20032", False),
+     ("1 + 1 =\x1c2", False)],  # \x1c ends a line for splitlines: the last line is "2"
+)  # fmt: skip
+def test_control_whitespace_in_the_right_hand_side_is_no_crash(text: str, passed: bool) -> None:
+    """Regex ``\\s`` matches control characters (\\x1c-\\x1f, \\x0b) that ``Fraction`` rejects:
+    the fuzz test found ``-=-\\x1f...2`` raising ValueError out of the verifier."""
+    with contextlib.suppress(CountdownError):
+        parse_equation(text, 2)
+    verdict = _verify([1, 1], 2, text)
+    assert verdict.passed is passed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="0123456789+-*/()= \x0b\x0c\x1c\x1d\x1e\x1f\u2003.", max_size=40))
+def test_parser_with_odd_whitespace_raises_only_countdown_error(text: str) -> None:
+    try:
+        parsed = parse_equation(text, 7)
+    except CountdownError:
+        return
+    with contextlib.suppress(ZeroDivisionError):
+        evaluate(parsed.tree)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=200), st.text(min_size=1, max_size=30).filter(lambda s: "<" not in s))
 def test_last_answer_tag_wins(prefix: str, inner: str) -> None:

@@ -109,7 +109,9 @@ def _normalize(expr: str, target: int | float | None) -> str:
     expr = _LABEL.sub("", expr, count=1)
     m = _TRAILING_EQ.match(expr)
     if m:
-        rhs = Fraction(m.group("rhs").replace(" ", ""))
+        # \s also matches control characters such as \x1f, which Fraction rejects: drop them all
+        # (found by the fuzz test).
+        rhs = Fraction(re.sub(r"\s", "", m.group("rhs")))
         if target is not None and rhs != Fraction(str(target)):
             raise CountdownError(
                 f"the equation is set equal to {m.group('rhs')}, but the target is {target}"
