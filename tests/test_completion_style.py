@@ -143,8 +143,11 @@ def test_countdown2_splits_share_one_mix_of_operations() -> None:
     200 problems against 2.5 % of the held-out ones), and a trained model learned to divide."""
     from collections import Counter
 
+    names = ("countdown2-train", "countdown2-test")
+    loaded = {name: list(get_taskset(name).load()) for name in names}
+
     def mix(name: str, n: int) -> dict[str, float]:
-        tasks = list(get_taskset(name).load())[:n]
+        tasks = loaded[name][:n]
         ops = Counter(str(t.metadata["reference_equation"]).split()[1] for t in tasks)
         return {op: ops[op] / len(tasks) for op in "+-*/"}
 
@@ -155,8 +158,7 @@ def test_countdown2_splits_share_one_mix_of_operations() -> None:
     head_train, head_test = mix("countdown2-train", 200), mix("countdown2-test", 200)
     assert head_test["/"] > 0.03 and 0.03 < head_train["/"] < 0.15, (head_train, head_test)
     problems = [(t.verifier.numbers[0], t.verifier.numbers[1], t.verifier.target)  # type: ignore[index]
-                for name in ("countdown2-train", "countdown2-test")
-                for t in get_taskset(name).load()]  # fmt: skip
+                for tasks in loaded.values() for t in tasks]  # fmt: skip
     assert len(set(problems)) == len(problems) == 2400
 
 
