@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -243,10 +244,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     metrics = _join_metrics([r.metrics_path for r in rounds], work / "metrics.jsonl")
     examples = _reflection_examples(work / "eval-before.jsonl", work / "eval-after.jsonl")
+    variety = _reflection_dump(
+        {"vanilla": work / "eval-before.jsonl", "trained": work / "eval-after.jsonl"},
+        out / "reflections.jsonl",
+    )
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
-    table += _rounds_table(rounds) + _examples_md(examples) + _goal_md(goal)
+    table += _rounds_table(rounds) + _examples_md(examples) + _variety_md(variety)
+    table += _goal_md(goal)
     (out / "results.md").write_text(table)
     report.plot(out / "accuracy.png")
     plot_metrics(metrics, out / "training.png")
@@ -263,6 +269,7 @@ def main() -> None:
         },
         "goal": goal,
         "reflection_examples": examples,
+        "reflection_variety": variety,
         "timings": {k: round(v, 1) for k, v in timings.items()},
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -284,19 +291,18 @@ def _join_metrics(paths: list[Path | None], out: Path) -> Path:
     return out
 
 
+def _reflected(path: Path) -> dict[str, Any]:
+    """The logged trajectories of one evaluation that reflected, by task id."""
+    from rrr_agent import TrajectoryStore
+
+    store = TrajectoryStore(path)
+    return {t.task.id: t for t in store.read() if t.options.reflect and t.reflections}
+
+
 def _reflection_examples(before_log: Path, after_log: Path, n: int = 3) -> list[dict[str, Any]]:
     """Held-out problems both models failed first: the vanilla and the trained reflection and
     what each retry gave. Trained retries that passed come first, in task order."""
-    from rrr_agent import TrajectoryStore
-
-    def reflected(path: Path) -> dict[str, Any]:
-        return {
-            t.task.id: t
-            for t in TrajectoryStore(path).read()
-            if t.options.reflect and t.reflections
-        }
-
-    vanilla, trained = reflected(before_log), reflected(after_log)
+    vanilla, trained = _reflected(before_log), _reflected(after_log)
     both = [tid for tid in trained if tid in vanilla]
     both.sort(key=lambda tid: (not trained[tid].verdicts[-1].passed, tid))
     rows = []
@@ -311,6 +317,36 @@ def _reflection_examples(before_log: Path, after_log: Path, n: int = 3) -> list[
             }
         rows.append(row)
     return rows
+
+
+def _reflection_dump(logs: dict[str, Path], out: Path) -> dict[str, Any]:
+    """Every held-out reflection of each model, one JSON line each, written to `out`; returns
+    how varied they are: distinct texts, and the commonest text with its share (run 11's
+    trained model wrote one phrase for every problem)."""
+    summary: dict[str, Any] = {}
+    with out.open("w", encoding="utf-8") as fh:
+        for label, log in logs.items():
+            texts = []
+            for tid, traj in sorted(_reflected(log).items()):
+                text = traj.reflections[0].text.strip()
+                texts.append(text)
+                row = {
+                    "model": label,
+                    "task": tid,
+                    "first_try": traj.attempts[0].text,
+                    "reflection": text,
+                    "retry": traj.attempts[-1].text,
+                    "retry_passed": traj.verdicts[-1].passed,
+                }
+                fh.write(json.dumps(row) + "\n")
+            common = Counter(texts).most_common(1)
+            summary[label] = {
+                "reflections": len(texts),
+                "distinct": len(set(texts)),
+                "commonest": common[0][0] if common else None,
+                "commonest_share": round(common[0][1] / len(texts), 3) if common else None,
+            }
+    return summary
 
 
 def _goal(report: Any, training_minutes: float) -> dict[str, Any]:
@@ -359,6 +395,21 @@ def _rounds_table(rounds: list[Any]) -> str:
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _variety_md(variety: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "How varied the held-out reflections are (all of them: `reflections.jsonl`):",
+        "",
+        "| model | reflections | distinct | commonest | its share |",
+        "|---|---|---|---|---|",
+    ]
+    for label, v in variety.items():
+        share = "–" if v["commonest_share"] is None else f"{100 * v['commonest_share']:.0f} %"
+        commonest = _cell(v["commonest"])
+        lines.append(f"| {label} | {v['reflections']} | {v['distinct']} | {commonest} | {share} |")
     return "\n".join(lines) + "\n"
 
 
