@@ -243,11 +243,12 @@ def main() -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     metrics = _join_metrics([r.metrics_path for r in rounds], work / "metrics.jsonl")
-    examples = _reflection_examples(work / "eval-before.jsonl", work / "eval-after.jsonl")
-    variety = _reflection_dump(
-        {"vanilla": work / "eval-before.jsonl", "trained": work / "eval-after.jsonl"},
-        out / "reflections.jsonl",
-    )
+    reflected = {
+        "vanilla": _reflected(work / "eval-before.jsonl"),
+        "trained": _reflected(work / "eval-after.jsonl"),
+    }
+    examples = _reflection_examples(reflected["vanilla"], reflected["trained"])
+    variety = _reflection_dump(reflected, out / "reflections.jsonl")
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
@@ -299,45 +300,46 @@ def _reflected(path: Path) -> dict[str, Any]:
     return {t.task.id: t for t in store.read() if t.options.reflect and t.reflections}
 
 
-def _reflection_examples(before_log: Path, after_log: Path, n: int = 3) -> list[dict[str, Any]]:
-    """Held-out problems both models failed first: the vanilla and the trained reflection and
-    what each retry gave. Trained retries that passed come first, in task order."""
-    vanilla, trained = _reflected(before_log), _reflected(after_log)
+def _turn(traj: Any) -> dict[str, Any]:
+    """A reflected trajectory's first try, reflection, retry and verdict."""
+    return {
+        "first_try": traj.attempts[0].text,
+        "reflection": traj.reflections[0].text,
+        "retry": traj.attempts[-1].text,
+        "retry_passed": traj.verdicts[-1].passed,
+    }
+
+
+def _reflection_examples(
+    vanilla: dict[str, Any], trained: dict[str, Any], n: int = 3
+) -> list[dict[str, Any]]:
+    """Held-out problems both models failed first (`_reflected` of each evaluation): the vanilla
+    and the trained reflection and what each retry gave. Trained retries that passed come
+    first, in task order."""
     both = [tid for tid in trained if tid in vanilla]
     both.sort(key=lambda tid: (not trained[tid].verdicts[-1].passed, tid))
     rows = []
     for tid in both[:n]:
         row: dict[str, Any] = {"task": tid, "problem": trained[tid].task.messages[-1].content}
         for label, traj in (("vanilla", vanilla[tid]), ("trained", trained[tid])):
-            row[label] = {
-                "first_try": traj.attempts[0].text,
-                "reflection": traj.reflections[0].text,
-                "retry": traj.attempts[-1].text,
-                "retry_passed": traj.verdicts[-1].passed,
-            }
+            row[label] = _turn(traj)
         rows.append(row)
     return rows
 
 
-def _reflection_dump(logs: dict[str, Path], out: Path) -> dict[str, Any]:
-    """Every held-out reflection of each model, one JSON line each, written to `out`; returns
+def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[str, Any]:
+    """Every held-out reflection of each model (`_reflected` of its evaluation, by model
+    label), one JSON line each, written to `out`; returns
     how varied they are: distinct texts, and the commonest text with its share (run 11's
     trained model wrote one phrase for every problem)."""
     summary: dict[str, Any] = {}
     with out.open("w", encoding="utf-8") as fh:
-        for label, log in logs.items():
+        for label, trajectories in reflected.items():
             texts = []
-            for tid, traj in sorted(_reflected(log).items()):
+            for tid, traj in sorted(trajectories.items()):
                 text = traj.reflections[0].text.strip()
                 texts.append(text)
-                row = {
-                    "model": label,
-                    "task": tid,
-                    "first_try": traj.attempts[0].text,
-                    "reflection": text,
-                    "retry": traj.attempts[-1].text,
-                    "retry_passed": traj.verdicts[-1].passed,
-                }
+                row = {"model": label, "task": tid, **_turn(traj), "reflection": text}
                 fh.write(json.dumps(row) + "\n")
             common = Counter(texts).most_common(1)
             summary[label] = {
@@ -377,15 +379,16 @@ def _goal(report: Any, training_minutes: float) -> dict[str, Any]:
     }
 
 
+def _md_table(title: str, columns: list[str], rows: list[str]) -> str:
+    """A titled markdown table for results.md; `rows` are its formatted lines."""
+    head = ["", title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(head + rows) + "\n"
+
+
 def _rounds_table(rounds: list[Any]) -> str:
-    lines = [
-        "",
-        "Rounds (sampling with the current model, then offline GRPO):",
-        "",
-        "| round | first try (train) | failures | learnable | all pass | all fail | "
-        "blank reflections | retry success | steps | sample s | train s |",
-        "|" + "---|" * 11,
-    ]
+    columns = ["round", "first try (train)", "failures", "learnable", "all pass", "all fail"]
+    columns += ["blank reflections", "retry success", "steps", "sample s", "train s"]
+    lines = []
     for r in rounds:
         s = r.sampled
         lines.append(
@@ -395,34 +398,24 @@ def _rounds_table(rounds: list[Any]) -> str:
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    title = "Rounds (sampling with the current model, then offline GRPO):"
+    return _md_table(title, columns, lines)
 
 
 def _variety_md(variety: dict[str, Any]) -> str:
-    lines = [
-        "",
-        "How varied the held-out reflections are (all of them: `reflections.jsonl`):",
-        "",
-        "| model | reflections | distinct | commonest | its share |",
-        "|---|---|---|---|---|",
-    ]
+    lines = []
     for label, v in variety.items():
         share = "–" if v["commonest_share"] is None else f"{100 * v['commonest_share']:.0f} %"
         commonest = _cell(v["commonest"])
         lines.append(f"| {label} | {v['reflections']} | {v['distinct']} | {commonest} | {share} |")
-    return "\n".join(lines) + "\n"
+    title = "How varied the held-out reflections are (all of them: `reflections.jsonl`):"
+    return _md_table(title, ["model", "reflections", "distinct", "commonest", "its share"], lines)
 
 
 def _examples_md(examples: list[dict[str, Any]]) -> str:
     if not examples:
         return ""
-    lines = [
-        "",
-        "What the reflections say (held-out problems both models failed first):",
-        "",
-        "| problem | model | first try | reflection | retry |",
-        "|---|---|---|---|---|",
-    ]
+    lines = []
     for e in examples:
         problem = e["problem"].replace("\n", " ").removesuffix(" Equation:")
         for label in ("vanilla", "trained"):
@@ -432,7 +425,8 @@ def _examples_md(examples: list[dict[str, Any]]) -> str:
                 f"| {problem} | {label} | `{x['first_try']}` | {_cell(x['reflection'])} | "
                 f"`{x['retry']}` {mark} |"
             )
-    return "\n".join(lines) + "\n"
+    title = "What the reflections say (held-out problems both models failed first):"
+    return _md_table(title, ["problem", "model", "first try", "reflection", "retry"], lines)
 
 
 def _cell(text: str | None) -> str:
@@ -441,19 +435,14 @@ def _cell(text: str | None) -> str:
 
 
 def _goal_md(goal: dict[str, Any]) -> str:
-    lines = [
-        "",
-        "Goal check (trained vs vanilla, percentage points):",
-        "",
-        "| criterion | measured | met |",
-        "|---|---|---|",
-    ]
+    lines = []
     for k, v in goal["checks"].items():
         value = "–" if v["value"] is None else f"{v['value']:+.1f}"
         if k == "training_minutes" and v["value"] is not None:
             value = f"{v['value']:.1f} min"
         lines.append(f"| {k} | {value} | {'yes' if v['met'] else 'no'} |")
-    return "\n".join(lines) + "\n"
+    title = "Goal check (trained vs vanilla, percentage points):"
+    return _md_table(title, ["criterion", "measured", "met"], lines)
 
 
 if __name__ == "__main__":
