@@ -78,6 +78,13 @@ def parse_args() -> argparse.Namespace:
         help="a blank reflection earns its retry's reward (run 5: it learned to skip reflecting)",
     )
     parser.add_argument(
+        "--max-reflection-repeats",
+        type=int,
+        default=0,
+        help="a reflection written for more than this many of a round's problems earns 0 (case "
+        "and punctuation ignored; 0: off). Run 12's trained model wrote one phrase for all",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -189,6 +196,7 @@ def main() -> None:
             beta=args.beta,
             lora_r=args.lora_r,
             reward_blank_reflections=args.reward_blank_reflections,
+            max_reflection_repeats=args.max_reflection_repeats,
             lora_alpha=2 * args.lora_r,
             lr_scheduler_type="constant",
             warmup_ratio=0.0,
@@ -387,7 +395,8 @@ def _md_table(title: str, columns: list[str], rows: list[str]) -> str:
 
 def _rounds_table(rounds: list[Any]) -> str:
     columns = ["round", "first try (train)", "failures", "learnable", "all pass", "all fail"]
-    columns += ["blank reflections", "retry success", "steps", "sample s", "train s"]
+    columns += ["blank reflections", "repeated reflections", "retry success", "steps"]
+    columns += ["sample s", "train s"]
     lines = []
     for r in rounds:
         s = r.sampled
@@ -395,6 +404,7 @@ def _rounds_table(rounds: list[Any]) -> str:
             f"| {r.round} | {100 * s.first_try_passed / max(1, s.tasks):.1f} % | {s.failures} | "
             f"{s.learnable} | {s.all_passed} | {s.all_failed} | "
             f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
+            f"{100 * s.repeated_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )

@@ -239,3 +239,63 @@ def test_a_blank_reflection_earns_nothing_online_and_offline() -> None:
     assert groups[0].rewards == [1.0, 0.0]
     groups, skipped = _groups([example], reward_blank=True)
     assert not groups and skipped["all rewards equal"] == 1
+
+
+def test_a_reflection_repeated_across_problems_earns_nothing_online_and_offline() -> None:
+    """``max_reflection_repeats``: a text written for more than that many different problems says
+    nothing about the problem, so it earns 0 even when its retry passes. Case, spacing and
+    punctuation are ignored and digits are kept; the online reward counts across its calls, and
+    offline groups count over the whole log."""
+    from rrr_trainer.data import FailureExample, reflection_key, repeated_reflections
+    from rrr_trainer.grpo import RetryReward
+    from rrr_trainer.offline import _groups, _repeated
+
+    assert reflection_key("  Numbers are the SAME!! ") == reflection_key("numbers are the same")
+    assert reflection_key("Try 91 - 87.") != reflection_key("Try 12 - 8.")
+    rows = [("a", "Same."), ("b", "same"), ("b", "SAME"), ("c", "Add 2."), ("c", " "), ("d", "")]
+    assert repeated_reflections(rows, 1) == {"same"}  # two problems > 1; blanks never count
+    assert repeated_reflections(rows, 2) == frozenset()
+    assert repeated_reflections(rows, 0) == frozenset()  # off
+
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
+    reward = RetryReward(tokenizer=None, stop_ids=[], max_repeats=1)
+    reward.generate_retries = lambda conversations, kw=None: ["42"] * len(conversations)  # type: ignore[method-assign]
+    logged: dict[str, float] = {}
+
+    def score(task: Task, texts: list[str]) -> list[float]:
+        return reward(
+            prompts=[[{"role": "user", "content": task.messages[-1].content}]] * len(texts),
+            completions=[[{"role": "assistant", "content": t}] for t in texts],
+            task=[task.model_dump_json()] * len(texts),
+            retry_instruction=["Try again."] * len(texts),
+            log_metric=lambda name, value: logged.__setitem__(name, value),
+        )
+
+    # On one problem a phrase may recur; the second problem makes it a repeat from then on.
+    first = ["Numbers are the same.", "numbers are the same", "Add 17."]
+    assert score(tasks[0], first) == [1.0] * 3
+    assert score(tasks[1], ["Numbers are the SAME", "Add 25."]) == [0.0, 1.0]
+    assert logged["rrr/reflection_repeated"] == 0.5
+    assert score(tasks[2], ["Add 17.", "Carry the one."]) == [0.0, 1.0]  # "add 17" now on two
+    off = RetryReward(tokenizer=None, stop_ids=[])
+    off.generate_retries = reward.generate_retries  # type: ignore[method-assign]
+    assert off(prompts=[[]] * 2, completions=["Same.", "Same."],
+               task=[tasks[0].model_dump_json(), tasks[1].model_dump_json()],
+               retry_instruction=["Try again."] * 2) == [1.0, 1.0]  # fmt: skip
+
+    def example(task: Task, texts: list[str]) -> FailureExample:
+        return FailureExample(
+            task_json=task.model_dump_json(), prompt=[], reflection_instruction="",
+            retry_instruction="", failed_answer="41", task_id=task.id, trajectory_id=task.id,
+            group=[{"text": t, "reward": 1.0} for t in texts],
+        )  # fmt: skip
+
+    examples = [example(tasks[0], ["Numbers are the same.", "Add 17."]),
+                example(tasks[1], ["numbers are the same", "Add 25."])]  # fmt: skip
+    groups, skipped = _groups(examples)  # the rule is off unless asked
+    assert not groups and skipped["all rewards equal"] == 2
+    repeated = _repeated(examples, 1)
+    assert repeated == {"numbers are the same"}
+    groups, _ = _groups(examples, repeated=repeated)
+    assert [g.rewards for g in groups] == [[0.0, 1.0], [0.0, 1.0]]
+    assert _repeated(examples, 2) == frozenset()

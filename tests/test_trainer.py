@@ -80,6 +80,8 @@ def test_config_paper_defaults_and_sources(tmp_path: Path) -> None:
     toml.write_text("max_stepz = 1\n")
     with pytest.raises(ConfigError, match="unknown training setting"):
         RRRTrainConfig.from_sources(toml)
+    with pytest.raises(ConfigError, match="max_reflection_repeats must be 0"):
+        RRRTrainConfig.from_sources(None, max_reflection_repeats=-1)
     with pytest.raises(ConfigError, match="multiple of num_generations"):
         RRRTrainConfig.from_sources(None, num_generations=3, per_device_train_batch_size=4)
     assert all(help_text for _, _, help_text in RRRTrainConfig.help_table())
@@ -530,6 +532,47 @@ def test_group_logps_and_gradients_hold_with_sliding_window_layers() -> None:
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
             compared += int(a.abs().sum() > 0)
     assert compared > 10  # gradients reached the layers, not only the head
+
+
+def test_round_reports_count_reflections_repeated_across_problems(tmp_path: Path) -> None:
+    """A round's report counts groups as training sees them: with ``max_repeats``, a phrase that
+    follows failures of more than that many problems earns 0, so a group whose only passing
+    retries came after it has nothing to learn."""
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import load_settings
+
+    per_task: dict[str, Any] = {}
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        problem = messages[0]["content"]
+        if messages[-1]["content"] == PAPER_MATH:
+            if problem not in per_task:
+                specific = "Add them." if "(0)" in problem else "Divide?"
+                texts = ["Numbers are the same.", "numbers are the SAME", specific]
+                per_task[problem] = iter(texts)
+            return str(next(per_task[problem]))
+        if len(messages) == 1:
+            return "7"  # every first attempt fails
+        helped = any(w in messages[-2]["content"].lower() for w in ("same", "add"))
+        return "42" if helped else "5"
+
+    scripted = ScriptedModel(default=reply)
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
+
+    def sample(max_repeats: int, name: str) -> Any:
+        per_task.clear()
+        settings = load_settings(log_path=tmp_path / f"{name}-x.jsonl")
+        return sample_groups(tasks, scripted.model, tmp_path / f"{name}.jsonl", k=3,
+                             settings=settings, max_repeats=max_repeats, concurrency=1)  # fmt: skip
+
+    off = sample(0, "off")
+    assert (off.failures, off.reflections, off.retries_passed) == (3, 9, 7)
+    assert (off.learnable, off.all_passed, off.repeated_reflections) == (2, 1, 0)
+    on = sample(2, "on")  # the phrase follows three problems' failures: more than 2
+    assert (on.reflections, on.repeated_reflections, on.retries_passed) == (9, 6, 1)
+    assert (on.learnable, on.all_passed, on.all_failed) == (1, 0, 2)
+    assert sample(3, "three").repeated_reflections == 0
 
 
 def test_rounds_sample_groups_train_and_sample_from_the_new_model(

@@ -97,6 +97,13 @@ class RRRTrainConfig:
         "False: a blank reflection earns 0 whatever its retry did (a reflection must carry "
         "something; trained without this rule, runs 3 and 5 learned to skip reflecting).",
     )
+    max_reflection_repeats: int = _f(
+        0,
+        "A reflection written for more than this many different problems earns 0 whatever its "
+        "retry did (case, spacing and punctuation ignored; counted over the training log, or "
+        "over the problems seen so far online). Such a text says nothing about the problem: "
+        "run 12's trained model wrote one phrase after every failure. 0: off.",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
@@ -160,6 +167,8 @@ class RRRTrainConfig:
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a "
                 f"multiple of num_generations ({self.num_generations})"
             )
+        if self.max_reflection_repeats < 0:
+            raise ConfigError("max_reflection_repeats must be 0 (off) or more")
         if not 0 <= self.holdout_fraction < 1:
             raise ConfigError("holdout_fraction must be in [0, 1)")
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ from rrr_agent import (
 )
 
 __all__ = ["DataReport", "FailureExample", "build_failure_set", "split_of"]
+
+
+_NON_WORD = re.compile(r"[\W_]+")
 
 
 @dataclass(slots=True)
@@ -82,11 +86,46 @@ class DataReport:
         }
 
 
-def reflection_reward(reflection: str | None, retry_reward: float, reward_blank: bool) -> float:
-    """The reward a reflection earns: its retry's, except that a blank reflection earns 0 unless
-    ``reward_blank`` (a reflection must carry something). Online, offline and the round reports
-    all apply this one rule."""
-    return retry_reward if reward_blank or (reflection or "").strip() else 0.0
+def reflection_reward(
+    reflection: str | None,
+    retry_reward: float,
+    reward_blank: bool,
+    repeated: Collection[str] = (),
+) -> float:
+    """The reward a reflection earns: its retry's, except that a reflection must carry something.
+    A blank reflection earns 0 unless ``reward_blank``, and so does one whose
+    :func:`reflection_key` is in ``repeated`` (the same text written for many different problems,
+    see :func:`repeated_reflections`). Online, offline and the round reports all apply this one
+    rule."""
+    if not (reward_blank or (reflection or "").strip()):
+        return 0.0
+    if repeated and reflection_key(reflection) in repeated:
+        return 0.0
+    return retry_reward
+
+
+def reflection_key(text: str | None) -> str:
+    """A reflection's text with case, spacing and punctuation ignored: "Numbers are the same." and
+    "numbers are the same" are one text. Digits are kept, so reflections that name the problem's
+    own numbers differ between problems."""
+    return " ".join(_NON_WORD.sub(" ", (text or "").lower()).split())
+
+
+def repeated_reflections(rows: Iterable[tuple[str, str | None]], limit: int) -> frozenset[str]:
+    """The :func:`reflection_key` of every text written for more than ``limit`` different problems.
+
+    ``rows`` holds (task id, reflection text) pairs. A text that recurs across problems is not a
+    function of the problem, so it cannot tell the retry anything about it: run 12's trained model
+    wrote "Numbers are the same." after every failure. ``limit`` 0 turns the rule off; blank
+    reflections are left to the blank rule."""
+    if limit <= 0:
+        return frozenset()
+    problems: dict[str, set[str]] = {}
+    for task_id, text in rows:
+        key = reflection_key(text)
+        if key:
+            problems.setdefault(key, set()).add(task_id)
+    return frozenset(k for k, ids in problems.items() if len(ids) > limit)
 
 
 def split_of(task_id: str, holdout_fraction: float) -> str:

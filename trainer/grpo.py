@@ -34,7 +34,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import FailureExample, reflection_reward
+from .data import FailureExample, reflection_key, reflection_reward, repeated_reflections
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -76,10 +76,16 @@ class RetryReward:
     retry_min_tokens: int = 0
     #: False: a blank reflection earns 0 whatever its retry did (``reward_blank_reflections``).
     reward_blank: bool = False
+    #: A reflection written for more than this many different problems so far earns 0
+    #: (``max_reflection_repeats``; 0: off). Counted across calls: online, the log is the
+    #: training run itself.
+    max_repeats: int = 0
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
     __name__: str = "retry_success"
+    #: (task id, reflection) of every completion scored so far, for ``max_repeats``.
+    _seen: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def _trim(self, row: list[int]) -> str:
         for j, tok in enumerate(row):
@@ -162,8 +168,12 @@ class RetryReward:
         kwargs = [json.loads(k) for k in template_kwargs] if template_kwargs else None
         retries = self.generate_retries(conversations, kwargs)
         tasks = [Task.model_validate_json(t) for t in task]
+        repeated: frozenset[str] = frozenset()
+        if self.max_repeats:
+            self._seen.extend((t.id, f) for t, f in zip(tasks, reflections, strict=True))
+            repeated = repeated_reflections(self._seen, self.max_repeats)
         rewards = [
-            reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank)
+            reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated)
             for t, f, r in zip(tasks, reflections, retries, strict=True)
         ]
         # Does the reflection already hold a full answer (the retry then only copies it)?
@@ -177,6 +187,9 @@ class RetryReward:
             log_metric("rrr/retry_success", sum(rewards) / n)
             log_metric("rrr/reflection_chars", sum(len(r) for r in reflections) / n)
             log_metric("rrr/reflection_holds_answer", sum(holds_answer) / n)
+            if self.max_repeats:
+                hits = sum(reflection_key(f) in repeated for f in reflections)
+                log_metric("rrr/reflection_repeated", hits / n)
             log_metric("rrr/retry_chars", sum(len(r) for r in retries) / n)
         return rewards
 
@@ -265,6 +278,7 @@ def build_trainer(
         max_retry_tokens=config.max_retry_tokens,
         retry_temperature=config.retry_temperature,
         reward_blank=config.reward_blank_reflections,
+        max_repeats=config.max_reflection_repeats,
     )
     trainer = trl.GRPOTrainer(
         model=model,

@@ -24,6 +24,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +33,7 @@ from typing import Any
 from rrr_agent import DataError, JsonlAppender, require_extra
 
 from .config import RRRTrainConfig
-from .data import FailureExample, reflection_reward
+from .data import FailureExample, reflection_key, reflection_reward, repeated_reflections
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -63,9 +64,10 @@ def group_advantages(rewards: list[float]) -> list[float]:
 
 
 def _groups(
-    examples: list[FailureExample], reward_blank: bool = False
+    examples: list[FailureExample], reward_blank: bool = False, repeated: Collection[str] = ()
 ) -> tuple[list[OfflineGroup], dict[str, int]]:
-    """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0."""
+    """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0, and so
+    is a reflection whose key is in ``repeated`` (:func:`_repeated`)."""
     usable: list[OfflineGroup] = []
     skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
     for e in examples:
@@ -75,7 +77,10 @@ def _groups(
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
-        rewards = [reflection_reward(c["text"], float(c["reward"]), reward_blank) for c in e.group]
+        rewards = [
+            reflection_reward(c["text"], float(c["reward"]), reward_blank, repeated)
+            for c in e.group
+        ]
         if len(set(rewards)) == 1:
             skipped["all rewards equal"] += 1
             continue
@@ -89,6 +94,12 @@ def _groups(
             )
         )
     return usable, skipped
+
+
+def _repeated(examples: list[FailureExample], max_repeats: int) -> frozenset[str]:
+    """The texts written for more than ``max_repeats`` of the examples' problems."""
+    rows = ((e.task_id, c["text"]) for e in examples for c in e.group)
+    return repeated_reflections(rows, max_repeats)
 
 
 def _prune_checkpoints(output_dir: Path, keep: int | None) -> None:
@@ -171,10 +182,16 @@ def train_offline(
     torch = require_extra("torch", "training")
     transformers = require_extra("transformers", "training")
 
-    groups, skipped = _groups(examples, config.reward_blank_reflections)
-    (output_dir / "offline_groups.json").write_text(
-        json.dumps({"usable_groups": len(groups), "skipped": skipped}, indent=2)
-    )
+    repeated = _repeated(examples, config.max_reflection_repeats)
+    groups, skipped = _groups(examples, config.reward_blank_reflections, repeated)
+    zeroed = sum(reflection_key(c["text"]) in repeated for e in examples for c in e.group)
+    summary = {
+        "usable_groups": len(groups),
+        "skipped": skipped,
+        "repeated_texts": sorted(repeated),
+        "repeated_reflections": zeroed,
+    }
+    (output_dir / "offline_groups.json").write_text(json.dumps(summary, indent=2))
     if not groups:
         raise DataError(
             f"offline mode needs logged k-reflection groups with differing rewards; "

@@ -41,7 +41,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import reflection_reward
+from .data import reflection_key, reflection_reward, repeated_reflections
 
 __all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
 
@@ -60,6 +60,8 @@ class GroupReport:
     reflections: int = 0
     #: reflections with no text (they earn 0 unless ``reward_blank``)
     blank_reflections: int = 0
+    #: reflections written for more than ``max_repeats`` of the sample's problems (they earn 0)
+    repeated_reflections: int = 0
     retries_passed: int = 0
     infrastructure_errors: int = 0
     seconds: float = 0.0
@@ -85,11 +87,13 @@ def sample_groups(
     stop: list[str] | None = None,
     concurrency: int = 16,
     reward_blank: bool = False,
+    max_repeats: int = 0,
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
     """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
     retries. Failed trajectories (with their groups) are appended to ``out``. The report counts
-    groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``."""
+    groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``, and
+    so is one written for more than ``max_repeats`` of the sample's problems (0: off)."""
     engine = Engine.from_settings(
         settings,
         model=model,
@@ -103,6 +107,8 @@ def sample_groups(
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
+    #: per failure: its task id and its completed (reflection, retry reward) pairs
+    failed: list[tuple[str, list[tuple[str, float]]]] = []
 
     async def go() -> None:
         async for result in engine.run_many(list(tasks), concurrency=concurrency):
@@ -118,26 +124,31 @@ def sample_groups(
             report.failures += 1
             store.append(traj)
             done = [
-                c
+                (c.reflection.text or "", float(c.reward))
                 for g in traj.groups
                 if g.after_attempt == 0
                 for c in g.candidates
                 if c.status == "completed" and c.reward is not None and c.reflection is not None
             ]
-            blank = [not (c.reflection.text or "").strip() for c in done]  # type: ignore[union-attr]
-            rewards = [reflection_reward(c.reflection.text, c.reward, reward_blank)  # type: ignore[union-attr,arg-type]
-                       for c in done]  # fmt: skip
-            report.reflections += len(rewards)
-            report.blank_reflections += sum(blank)
-            report.retries_passed += sum(1 for r in rewards if r == 1.0)
-            if rewards and all(r == 1.0 for r in rewards):
-                report.all_passed += 1
-            elif rewards and any(r == 1.0 for r in rewards):
-                report.learnable += 1
-            else:
-                report.all_failed += 1
+            failed.append((traj.task.id, done))
 
     asyncio.run(go())
+    # Counted once the sample is complete: whether a text repeats depends on all of it.
+    repeated = repeated_reflections(
+        ((task_id, text) for task_id, done in failed for text, _ in done), max_repeats
+    )
+    for _task_id, done in failed:
+        rewards = [reflection_reward(t, r, reward_blank, repeated) for t, r in done]
+        report.reflections += len(rewards)
+        report.blank_reflections += sum(1 for t, _ in done if not t.strip())
+        report.repeated_reflections += sum(1 for t, _ in done if reflection_key(t) in repeated)
+        report.retries_passed += sum(1 for r in rewards if r == 1.0)
+        if rewards and all(r == 1.0 for r in rewards):
+            report.all_passed += 1
+        elif rewards and any(r == 1.0 for r in rewards):
+            report.learnable += 1
+        else:
+            report.all_failed += 1
     report.seconds = time.perf_counter() - started
     return report
 
@@ -216,6 +227,7 @@ def train_rounds(
             reflection_temperature=reflection_temperature,
             seed=config.seed + 1000 * r if seeded else None,
             reward_blank=config.reward_blank_reflections,
+            max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
