@@ -246,7 +246,12 @@ def test_a_reflection_repeated_across_problems_earns_nothing_online_and_offline(
     nothing about the problem, so it earns 0 even when its retry passes. Case, spacing and
     punctuation are ignored and digits are kept; the online reward counts across its calls, and
     offline groups count over the whole log."""
-    from rrr_trainer.data import FailureExample, reflection_key, repeated_reflections
+    from rrr_trainer.data import (
+        FailureExample,
+        RepeatCounter,
+        reflection_key,
+        repeated_reflections,
+    )
     from rrr_trainer.grpo import RetryReward
     from rrr_trainer.offline import _groups, _repeated
 
@@ -256,6 +261,11 @@ def test_a_reflection_repeated_across_problems_earns_nothing_online_and_offline(
     assert repeated_reflections(rows, 1) == {"same"}  # two problems > 1; blanks never count
     assert repeated_reflections(rows, 2) == frozenset()
     assert repeated_reflections(rows, 0) == frozenset()  # off
+    # Online counts as rows arrive: after every row, the same answer as a count over the log.
+    for limit in (1, 2):
+        counter = RepeatCounter(limit)
+        for i, row in enumerate(rows):
+            assert counter.add([row]) == repeated_reflections(rows[: i + 1], limit)
 
     tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
     reward = RetryReward(tokenizer=None, stop_ids=[], max_repeats=1)

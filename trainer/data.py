@@ -111,6 +111,35 @@ def reflection_key(text: str | None) -> str:
     return " ".join(_NON_WORD.sub(" ", (text or "").lower()).split())
 
 
+class RepeatCounter:
+    """The running count behind :func:`repeated_reflections`: which problems each reflection text
+    was written for, kept as rows arrive. Online training adds each step's completions, so the
+    work per step is the step's own rows, not the whole run's."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._problems: dict[str, set[str]] = {}
+        self._repeated: set[str] = set()
+
+    def add(self, rows: Iterable[tuple[str, str | None]]) -> frozenset[str]:
+        """Count ``rows`` (task id, reflection text) and return the texts now over the limit."""
+        if self.limit <= 0:
+            return frozenset()
+        for task_id, text in rows:
+            key = reflection_key(text)
+            if not key:
+                continue
+            ids = self._problems.setdefault(key, set())
+            ids.add(task_id)
+            if len(ids) > self.limit:
+                self._repeated.add(key)
+        return self.repeated
+
+    @property
+    def repeated(self) -> frozenset[str]:
+        return frozenset(self._repeated)
+
+
 def repeated_reflections(rows: Iterable[tuple[str, str | None]], limit: int) -> frozenset[str]:
     """The :func:`reflection_key` of every text written for more than ``limit`` different problems.
 
@@ -118,14 +147,7 @@ def repeated_reflections(rows: Iterable[tuple[str, str | None]], limit: int) -> 
     function of the problem, so it cannot tell the retry anything about it: run 12's trained model
     wrote "Numbers are the same." after every failure. ``limit`` 0 turns the rule off; blank
     reflections are left to the blank rule."""
-    if limit <= 0:
-        return frozenset()
-    problems: dict[str, set[str]] = {}
-    for task_id, text in rows:
-        key = reflection_key(text)
-        if key:
-            problems.setdefault(key, set()).add(task_id)
-    return frozenset(k for k, ids in problems.items() if len(ids) > limit)
+    return RepeatCounter(limit).add(rows)
 
 
 def split_of(task_id: str, holdout_fraction: float) -> str:

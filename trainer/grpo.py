@@ -34,7 +34,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import FailureExample, reflection_key, reflection_reward, repeated_reflections
+from .data import FailureExample, RepeatCounter, reflection_key, reflection_reward
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -84,8 +84,8 @@ class RetryReward:
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
     __name__: str = "retry_success"
-    #: (task id, reflection) of every completion scored so far, for ``max_repeats``.
-    _seen: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    #: Which problems each reflection text was scored for so far, for ``max_repeats``.
+    _counter: RepeatCounter | None = field(default=None, repr=False)
 
     def _trim(self, row: list[int]) -> str:
         for j, tok in enumerate(row):
@@ -170,8 +170,9 @@ class RetryReward:
         tasks = [Task.model_validate_json(t) for t in task]
         repeated: frozenset[str] = frozenset()
         if self.max_repeats:
-            self._seen.extend((t.id, f) for t, f in zip(tasks, reflections, strict=True))
-            repeated = repeated_reflections(self._seen, self.max_repeats)
+            if self._counter is None:
+                self._counter = RepeatCounter(self.max_repeats)
+            repeated = self._counter.add((t.id, f) for t, f in zip(tasks, reflections, strict=True))
         rewards = [
             reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated)
             for t, f, r in zip(tasks, reflections, retries, strict=True)
