@@ -85,7 +85,10 @@ class RetryReward:
     last: list[dict[str, Any]] = field(default_factory=list)
     __name__: str = "retry_success"
     #: Which problems each reflection text was scored for so far, for ``max_repeats``.
-    _counter: RepeatCounter | None = field(default=None, repr=False)
+    _counter: RepeatCounter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._counter = RepeatCounter(self.max_repeats)
 
     def _trim(self, row: list[int]) -> str:
         for j, tok in enumerate(row):
@@ -168,11 +171,8 @@ class RetryReward:
         kwargs = [json.loads(k) for k in template_kwargs] if template_kwargs else None
         retries = self.generate_retries(conversations, kwargs)
         tasks = [Task.model_validate_json(t) for t in task]
-        repeated: frozenset[str] = frozenset()
-        if self.max_repeats:
-            if self._counter is None:
-                self._counter = RepeatCounter(self.max_repeats)
-            repeated = self._counter.add((t.id, f) for t, f in zip(tasks, reflections, strict=True))
+        # Off (max_repeats 0), the counter returns no text at once.
+        repeated = self._counter.add((t.id, f) for t, f in zip(tasks, reflections, strict=True))
         rewards = [
             reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated)
             for t, f, r in zip(tasks, reflections, retries, strict=True)
