@@ -85,6 +85,13 @@ def parse_args() -> argparse.Namespace:
         "and punctuation ignored; 0: off). Run 12's trained model wrote one phrase for all",
     )
     parser.add_argument(
+        "--beyond-plain-retry",
+        action="store_true",
+        help="after each training failure also ask the plain retry (no reflection) and train only "
+        "on failures it does not fix: runs 11-12's trained reflection was a phrase that marks the "
+        "attempt wrong, paid wherever a plain retry passes",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -220,6 +227,7 @@ def main() -> None:
             seeded=False,  # vLLM on CPU crashes on seeded sampling (see train_rounds)
             stop=stop,
             concurrency=args.concurrency,
+            beyond_plain=args.beyond_plain_retry,
         )
         timings["training_s"] = time.perf_counter() - t
         final = next((r for r in reversed(rounds) if r.merged is not None), None)
@@ -260,7 +268,11 @@ def main() -> None:
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
-    table += _rounds_table(rounds) + _examples_md(examples) + _variety_md(variety)
+    table += (
+        _rounds_table(rounds, args.beyond_plain_retry)
+        + _examples_md(examples)
+        + _variety_md(variety)
+    )
     table += _goal_md(goal)
     (out / "results.md").write_text(table)
     report.plot(out / "accuracy.png")
@@ -393,8 +405,9 @@ def _md_table(title: str, columns: list[str], rows: list[str]) -> str:
     return "\n".join(head + rows) + "\n"
 
 
-def _rounds_table(rounds: list[Any]) -> str:
-    columns = ["round", "first try (train)", "failures", "learnable", "all pass", "all fail"]
+def _rounds_table(rounds: list[Any], beyond_plain: bool) -> str:
+    columns = ["round", "first try (train)", "failures", "plain retry fixed", "learnable"]
+    columns += ["all pass", "all fail"]
     columns += ["blank reflections", "repeated reflections", "retry success", "steps"]
     columns += ["sample s", "train s"]
     lines = []
@@ -402,7 +415,8 @@ def _rounds_table(rounds: list[Any]) -> str:
         s = r.sampled
         lines.append(
             f"| {r.round} | {100 * s.first_try_passed / max(1, s.tasks):.1f} % | {s.failures} | "
-            f"{s.learnable} | {s.all_passed} | {s.all_failed} | "
+            f"{s.plain_recovered if beyond_plain else '–'} | {s.learnable} | "
+            f"{s.all_passed} | {s.all_failed} | "
             f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.repeated_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | {r.steps} | "

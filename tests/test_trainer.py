@@ -575,6 +575,66 @@ def test_round_reports_count_reflections_repeated_across_problems(tmp_path: Path
     assert sample(3, "three").repeated_reflections == 0
 
 
+def test_round_keeps_only_failures_the_plain_retry_does_not_fix(tmp_path: Path) -> None:
+    """With ``beyond_plain`` each failure also gets the plain retry (no reflection, greedy, from
+    the same failed attempt). A failure it fixes is counted and not logged, so no reflection is
+    paid for what saying nothing would have done; the others are logged with their groups."""
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import load_settings
+
+    plain_asked: list[str] = []
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        problem = messages[0]["content"]
+        if messages[-1]["content"] == PAPER_MATH:
+            return "Add them." if "(1)" in problem else "Maybe divide."
+        if len(messages) == 1:
+            return "7"  # every first attempt fails
+        if len(messages) == 3:  # the plain retry: problem, failed attempt, "try again"
+            assert messages[1]["role"] == "assistant" and messages[1]["content"] == "7"
+            plain_asked.append(problem)
+            return "42" if "(0)" in problem else "5"
+        return "42" if "add" in messages[-2]["content"].lower() else "5"
+
+    scripted = ScriptedModel(default=reply)
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
+
+    def sample(beyond_plain: bool, name: str) -> Any:
+        plain_asked.clear()
+        settings = load_settings(log_path=tmp_path / f"{name}-x.jsonl")
+        return sample_groups(tasks, scripted.model, tmp_path / f"{name}.jsonl", k=2,
+                             settings=settings, beyond_plain=beyond_plain)  # fmt: skip
+
+    off = sample(False, "off")
+    assert plain_asked == [] and off.plain_recovered == 0
+    assert (off.failures, off.all_passed, off.all_failed, off.reflections) == (3, 1, 2, 6)
+    assert len(list(TrajectoryStore(tmp_path / "off.jsonl").read())) == 3
+
+    on = sample(True, "on")
+    assert sorted(plain_asked) == [f"What is 17 + 25? ({i})" for i in range(3)]  # once each
+    assert (on.failures, on.plain_recovered, on.infrastructure_errors) == (3, 1, 0)
+    # task 0 (plain retry passes) is dropped; task 1 (reflection helps), task 2 (nothing helps)
+    assert (on.all_passed, on.all_failed, on.reflections, on.retries_passed) == (1, 1, 4, 2)
+    kept = list(TrajectoryStore(tmp_path / "on.jsonl").read())
+    assert sorted(str(t.task.messages[-1].content)[-3:] for t in kept) == ["(1)", "(2)"]
+    assert all(len(t.groups[0].candidates) == 2 for t in kept)
+
+    # An infrastructure error in the plain retry is never a kept failure (nor a dropped one).
+    def broken_plain(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 3:
+            raise ScriptedError("server")
+        return reply(messages)
+
+    flaky = ScriptedModel(default=broken_plain)
+    once = load_settings(log_path=tmp_path / "z.jsonl", transport_tries=1)
+    r = sample_groups(tasks, flaky.model, tmp_path / "flaky.jsonl", k=2, settings=once,
+                      beyond_plain=True)  # fmt: skip
+    assert (r.infrastructure_errors, r.plain_recovered) == (3, 0)
+    flaky_log = tmp_path / "flaky.jsonl"
+    assert not flaky_log.exists() or not flaky_log.read_text().strip()
+
+
 def test_rounds_sample_groups_train_and_sample_from_the_new_model(
     tmp_path: Path, tiny: Path
 ) -> None:

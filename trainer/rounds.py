@@ -10,6 +10,8 @@ One round:
    with ``rrr run -k``.
 2. **Keep the learnable failures.** A group teaches something only when some of its retries pass
    and some fail. :func:`sample_groups` counts each kind; offline training skips the others.
+   With ``beyond_plain``, a failure is kept only when the plain retry (no reflection) fails too:
+   a reflection then earns its reward only where saying nothing would not have passed.
 3. **Train.** :func:`rrr_trainer.train` in offline mode for a fixed number of steps, starting from
    the previous round's adapter (``init_adapter``): the call the nightly job makes on its
    collected logs.
@@ -37,7 +39,9 @@ from rrr_agent import (
     SamplingParams,
     Settings,
     Task,
+    Trajectory,
     TrajectoryStore,
+    VerifierError,
 )
 
 from .config import RRRTrainConfig
@@ -63,6 +67,8 @@ class GroupReport:
     #: reflections written for more than ``max_repeats`` of the sample's problems (they earn 0)
     repeated_reflections: int = 0
     retries_passed: int = 0
+    #: failures the plain retry (no reflection) fixed; with ``beyond_plain`` they are not kept
+    plain_recovered: int = 0
     infrastructure_errors: int = 0
     seconds: float = 0.0
 
@@ -88,30 +94,63 @@ def sample_groups(
     concurrency: int = 16,
     reward_blank: bool = False,
     max_repeats: int = 0,
+    beyond_plain: bool = False,
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
     """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
     retries. Failed trajectories (with their groups) are appended to ``out``. The report counts
     groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``, and
-    so is one written for more than ``max_repeats`` of the sample's problems (0: off)."""
-    engine = Engine.from_settings(
-        settings,
-        model=model,
-        options=LoopOptions(max_retries=1, reflections=k),
-        sampling=SamplingParams(
-            temperature=0.0, max_tokens=max_tokens, reflection_max_tokens=reflection_tokens,
-            reflection_temperature=reflection_temperature, seed=seed, stop=stop,
-        ),
-        log=False,
-    )  # fmt: skip
+    so is one written for more than ``max_repeats`` of the sample's problems (0: off).
+
+    ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
+    evaluation's control asks it). A failure it fixes is counted (``plain_recovered``) and not
+    kept: on Countdown a phrase that only marks the attempt wrong earns as much as a reflection
+    with content wherever a plain retry would pass (run 11), so only the other failures train."""
+
+    def engine(options: LoopOptions, **sampling: Any) -> Engine:
+        return Engine.from_settings(
+            settings, model=model, options=options, log=False,
+            sampling=SamplingParams(temperature=0.0, max_tokens=max_tokens, seed=seed, stop=stop,
+                                    **sampling),
+        )  # fmt: skip
+
+    reflecting = engine(
+        LoopOptions(max_retries=1, reflections=k),
+        reflection_max_tokens=reflection_tokens,
+        reflection_temperature=reflection_temperature,
+    )
+    plain = engine(LoopOptions(max_retries=1, reflect=False)) if beyond_plain else None
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
-    #: per failure: its task id and its completed (reflection, retry reward) pairs
+    #: per kept failure: its task id and its completed (reflection, retry reward) pairs
     failed: list[tuple[str, list[tuple[str, float]]]] = []
+    gate = asyncio.Semaphore(concurrency) if beyond_plain else None
+
+    async def keep(traj: Trajectory) -> None:
+        if plain is not None and gate is not None:
+            async with gate:
+                try:
+                    control = await plain.run(traj.task, first_attempt=traj.attempts[0])
+                except (InfrastructureError, VerifierError):
+                    report.infrastructure_errors += 1  # in the error log; never training data
+                    return
+            if control.passed_within(2):
+                report.plain_recovered += 1
+                return
+        store.append(traj)
+        done = [
+            (c.reflection.text or "", float(c.reward))
+            for g in traj.groups
+            if g.after_attempt == 0
+            for c in g.candidates
+            if c.status == "completed" and c.reward is not None and c.reflection is not None
+        ]
+        failed.append((traj.task.id, done))
 
     async def go() -> None:
-        async for result in engine.run_many(list(tasks), concurrency=concurrency):
+        checks: list[asyncio.Task[None]] = []
+        async for result in reflecting.run_many(list(tasks), concurrency=concurrency):
             if on_result is not None:
                 on_result()
             traj = result.trajectory
@@ -122,15 +161,8 @@ def sample_groups(
                 report.first_try_passed += 1
                 continue
             report.failures += 1
-            store.append(traj)
-            done = [
-                (c.reflection.text or "", float(c.reward))
-                for g in traj.groups
-                if g.after_attempt == 0
-                for c in g.candidates
-                if c.status == "completed" and c.reward is not None and c.reflection is not None
-            ]
-            failed.append((traj.task.id, done))
+            checks.append(asyncio.create_task(keep(traj)))
+        await asyncio.gather(*checks)
 
     asyncio.run(go())
     # Counted once the sample is complete: whether a text repeats depends on all of it.
@@ -190,6 +222,7 @@ def train_rounds(
     seeded: bool = True,
     stop: list[str] | None = None,
     concurrency: int = 16,
+    beyond_plain: bool = False,
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
     """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
@@ -204,6 +237,8 @@ def train_rounds(
     ``seeded``: send per-request seeds (round r: ``config.seed + 1000 r``, branch b adds b).
     False leaves sampling to the server's own seed: vLLM's CPU backend (0.32) crashes on a
     seeded request sampled at temperature > 0 whose prefill is chunked.
+
+    ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
 
     A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
     its sample would not be the model's, and an error is never a task failure.
@@ -228,7 +263,7 @@ def train_rounds(
             seed=config.seed + 1000 * r if seeded else None,
             reward_blank=config.reward_blank_reflections,
             max_repeats=config.max_reflection_repeats,
-            stop=stop, concurrency=concurrency,
+            stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
         if sampled.infrastructure_errors:
