@@ -125,10 +125,10 @@ def sample_groups(
     started = time.perf_counter()
     #: per kept failure: its task id and its completed (reflection, retry reward) pairs
     failed: list[tuple[str, list[tuple[str, float]]]] = []
-    gate = asyncio.Semaphore(concurrency) if beyond_plain else None
+    gate = asyncio.Semaphore(concurrency)  # plain retries in flight
 
     async def keep(traj: Trajectory) -> None:
-        if plain is not None and gate is not None:
+        if plain is not None:
             async with gate:
                 try:
                     control = await plain.run(traj.task, first_attempt=traj.attempts[0])
