@@ -224,7 +224,6 @@ def main() -> None:
             settings=load_settings(api_base=server.base_url, log_path=work / "unused.jsonl"),
             max_tokens=args.max_tokens,
             reflection_temperature=args.reflection_temperature,
-            seeded=False,  # vLLM on CPU crashes on seeded sampling (see train_rounds)
             stop=stop,
             concurrency=args.concurrency,
             beyond_plain=args.beyond_plain_retry,

