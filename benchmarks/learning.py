@@ -92,6 +92,13 @@ def parse_args() -> argparse.Namespace:
         "attempt wrong, paid wherever a plain retry passes",
     )
     parser.add_argument(
+        "--reward-true-claims",
+        action="store_true",
+        help="a reflection earns 0 unless it states a true equation over the problem's own "
+        "numbers and no false one (checked by arithmetic): on Countdown, every other rule ended "
+        "in a phrase that only marks the attempt wrong",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -204,6 +211,7 @@ def main() -> None:
             lora_r=args.lora_r,
             reward_blank_reflections=args.reward_blank_reflections,
             max_reflection_repeats=args.max_reflection_repeats,
+            reward_true_claims=args.reward_true_claims,
             lora_alpha=2 * args.lora_r,
             lr_scheduler_type="constant",
             warmup_ratio=0.0,

@@ -309,3 +309,69 @@ def test_a_reflection_repeated_across_problems_earns_nothing_online_and_offline(
     groups, _ = _groups(examples, repeated=repeated)
     assert [g.rewards for g in groups] == [[0.0, 1.0], [0.0, 1.0]]
     assert _repeated(examples, 2) == frozenset()
+
+
+def test_a_reflection_must_state_a_true_equation_when_claims_are_checked(tmp_path: Path) -> None:
+    """``reward_true_claims``: a reflection earns its retry's reward only when it states a true
+    equation over the problem's own numbers and no false one, checked by arithmetic. One rule
+    online, offline and in the round reports."""
+    from rrr_trainer.data import FailureExample, equation_claims, problem_text
+    from rrr_trainer.grpo import RetryReward
+    from rrr_trainer.offline import _groups
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import load_settings
+    from rrr_agent.tasksets import get_taskset
+
+    countdown = next(iter(get_taskset("countdown2-test").load()))
+    problem = problem_text(countdown)  # the last user turn, not the few-shot examples
+    a, b = countdown.verifier.numbers  # type: ignore[union-attr]
+    assert problem.startswith(f"Numbers: {a}, {b}")
+    assert equation_claims(f"{a} + {b} = {a + b}", problem) == (1, 0)
+    assert equation_claims(f"{b} - {a} = {b - a}, so {a}*{b}={a * b}.", problem) == (2, 0)
+    assert equation_claims(f"{a} + {b} = {a + b + 1}", problem) == (0, 1)  # false
+    assert equation_claims("Numbers are the same.", problem) == (0, 0)  # no claim
+    assert equation_claims("14 + 9 = 23", problem) == (0, 0)  # true, but not this problem's
+    assert equation_claims("7 / 3 = 2.33 and 7 / 0 = 1", "7, 3 and 0") == (1, 1)
+    assert equation_claims("7 / 3 = 2.3", "7 3") == (1, 0)  # rounded to the places shown
+    assert equation_claims("7 / 3 = 2.4", "7 3") == (0, 1)
+
+    task = math_task(prompt="What is 17 + 25?")
+    texts = ["17 + 25 = 42.", "Numbers are the same.", "17 + 25 = 43.", "14 + 9 = 23", ""]
+    reward = RetryReward(tokenizer=None, stop_ids=[], true_claims=True)
+    reward.generate_retries = lambda conversations, kw=None: ["42"] * len(conversations)  # type: ignore[method-assign]
+    scored = reward(
+        prompts=[[{"role": "user", "content": task.messages[-1].content}]] * len(texts),
+        completions=[[{"role": "assistant", "content": t}] for t in texts],
+        task=[task.model_dump_json()] * len(texts),
+        retry_instruction=["Try again."] * len(texts),
+    )
+    assert scored == [1.0, 0.0, 0.0, 0.0, 0.0]  # every retry passed; only the computation pays
+    example = FailureExample(
+        task_json=task.model_dump_json(), prompt=[], reflection_instruction="",
+        retry_instruction="", failed_answer="41", task_id=task.id, trajectory_id="t",
+        group=[{"text": t, "reward": 1.0} for t in texts],
+    )  # fmt: skip
+    assert _groups([example])[0][0].rewards == [1.0, 1.0, 1.0, 1.0, 0.0]  # off unless asked
+    groups, _ = _groups([example], true_claims=True)
+    assert groups[0].rewards == scored
+
+    # The round report counts groups as training sees them.
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "7"  # every first attempt fails
+        if len(messages) == 3:  # problem, failed attempt, reflection instruction
+            return next(reflections)
+        return "42"  # every retry passes
+
+    reflections = iter(texts[:2] * 2)
+    scripted = ScriptedModel(default=reply)
+    settings = load_settings(log_path=tmp_path / "x.jsonl")
+    tasks = [math_task(prompt="What is 17 + 25?", id=f"t{i}") for i in range(2)]
+    run = sample_groups(tasks, scripted.model, tmp_path / "g.jsonl", k=2, settings=settings,
+                        true_claims=True, concurrency=1)  # fmt: skip
+    assert (run.failures, run.learnable, run.retries_passed, run.all_passed) == (2, 2, 2, 0)
+    reflections = iter(texts[:2] * 2)
+    plain = sample_groups(tasks, scripted.model, tmp_path / "h.jsonl", k=2, settings=settings,
+                          concurrency=1)  # fmt: skip
+    assert (plain.learnable, plain.all_passed) == (0, 2)

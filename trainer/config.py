@@ -104,6 +104,13 @@ class RRRTrainConfig:
         "over the problems seen so far online). Such a text says nothing about the problem: "
         "run 12's trained model wrote one phrase after every failure. 0: off.",
     )
+    reward_true_claims: bool = _f(
+        False,
+        "True: a reflection earns 0 unless it states a true equation 'a op b = c' over the "
+        "problem's own numbers (both operands in the problem's last user message) and no false "
+        "one, checked by arithmetic. For arithmetic tasks (Countdown, sums), where a phrase that "
+        "only marks the attempt wrong earned as much as a computation (runs 11, 12, 17).",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rrr_agent import (
     LogFileError,
     PromptLibrary,
     ReadReport,
+    Task,
     Trajectory,
     TrajectoryFilter,
     VerifierSpecError,
@@ -91,17 +93,59 @@ def reflection_reward(
     retry_reward: float,
     reward_blank: bool,
     repeated: Collection[str] = (),
+    problem: str | None = None,
 ) -> float:
     """The reward a reflection earns: its retry's, except that a reflection must carry something.
     A blank reflection earns 0 unless ``reward_blank``, and so does one whose
     :func:`reflection_key` is in ``repeated`` (the same text written for many different problems,
-    see :func:`repeated_reflections`). Online, offline and the round reports all apply this one
-    rule."""
+    see :func:`repeated_reflections`). With ``problem`` (the problem's text, see
+    :func:`problem_text`), a reflection also earns 0 unless it states a true equation over the
+    problem's own numbers and no false one (:func:`equation_claims`). Online, offline and the
+    round reports all apply this one rule."""
     if not (reward_blank or (reflection or "").strip()):
         return 0.0
     if repeated and reflection_key(reflection) in repeated:
         return 0.0
+    if problem is not None:
+        true, false = equation_claims(reflection, problem)
+        if false or not true:
+            return 0.0
     return retry_reward
+
+
+_NUMBER = r"\d+(?:\.\d+)?"
+#: "a op b = c": operands unsigned, the result may be negative ("34 - 91 = -57").
+_EQUATION = re.compile(
+    rf"(?<![\w.])({_NUMBER})\s*([-+*/×÷xX])\s*({_NUMBER})\s*=\s*(-?{_NUMBER})(?![\w])"
+)
+
+
+def problem_text(task: Task) -> str:
+    """The text a task's problem is stated in: its last user message (few-shot examples sit in
+    the earlier turns)."""
+    users = [m.content for m in task.messages if m.role == "user" and isinstance(m.content, str)]
+    return users[-1] if users else ""
+
+
+def equation_claims(reflection: str | None, problem: str) -> tuple[int, int]:
+    """The equations ``a op b = c`` a reflection states, checked by arithmetic (never ``eval``):
+    (true ones whose operands ``a`` and ``b`` are both numbers of ``problem``, false ones). A
+    result with decimals is true when it is the exact result rounded to that many places."""
+    given = {Fraction(n) for n in re.findall(_NUMBER, problem)}
+    true = false = 0
+    for a_text, op, b_text, c_text in _EQUATION.findall(reflection or ""):
+        a, b, c = Fraction(a_text), Fraction(b_text), Fraction(c_text)
+        if op in "/÷" and b == 0:
+            false += 1
+            continue
+        exact = {"+": a + b, "-": a - b, "/": a / b, "÷": a / b}.get(op, a * b)
+        places = len(c_text.partition(".")[2])
+        holds = exact == c if not places else abs(exact - c) <= Fraction(1, 2 * 10**places)
+        if not holds:
+            false += 1
+        elif a in given and b in given:
+            true += 1
+    return true, false
 
 
 def reflection_key(text: str | None) -> str:

@@ -34,7 +34,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import FailureExample, RepeatCounter, reflection_key, reflection_reward
+from .data import FailureExample, RepeatCounter, problem_text, reflection_key, reflection_reward
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -80,6 +80,9 @@ class RetryReward:
     #: (``max_reflection_repeats``; 0: off). Counted across calls: online, the log is the
     #: training run itself.
     max_repeats: int = 0
+    #: A reflection must state a true equation over the problem's numbers and no false one
+    #: (``reward_true_claims``).
+    true_claims: bool = False
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
@@ -174,9 +177,10 @@ class RetryReward:
         # Off (max_repeats 0), the counter returns no text at once.
         repeated = self._counter.add((t.id, f) for t, f in zip(tasks, reflections, strict=True))
         rewards = [
-            reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated)
+            reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated,
+                              problem_text(t) if self.true_claims else None)
             for t, f, r in zip(tasks, reflections, retries, strict=True)
-        ]
+        ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?
         holds_answer = [_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
         self.last = [
@@ -280,6 +284,7 @@ def build_trainer(
         retry_temperature=config.retry_temperature,
         reward_blank=config.reward_blank_reflections,
         max_repeats=config.max_reflection_repeats,
+        true_claims=config.reward_true_claims,
     )
     trainer = trl.GRPOTrainer(
         model=model,

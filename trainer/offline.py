@@ -30,10 +30,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from rrr_agent import DataError, JsonlAppender, require_extra
+from rrr_agent import DataError, JsonlAppender, Task, require_extra
 
 from .config import RRRTrainConfig
-from .data import FailureExample, reflection_key, reflection_reward, repeated_reflections
+from .data import (
+    FailureExample,
+    problem_text,
+    reflection_key,
+    reflection_reward,
+    repeated_reflections,
+)
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -64,10 +70,14 @@ def group_advantages(rewards: list[float]) -> list[float]:
 
 
 def _groups(
-    examples: list[FailureExample], reward_blank: bool = False, repeated: Collection[str] = ()
+    examples: list[FailureExample],
+    reward_blank: bool = False,
+    repeated: Collection[str] = (),
+    true_claims: bool = False,
 ) -> tuple[list[OfflineGroup], dict[str, int]]:
     """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0, and so
-    is a reflection whose key is in ``repeated`` (:func:`_repeated`)."""
+    is a reflection whose key is in ``repeated`` (:func:`_repeated`), and with ``true_claims``
+    one that states no true equation over the problem's numbers (:func:`reflection_reward`)."""
     usable: list[OfflineGroup] = []
     skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
     for e in examples:
@@ -77,8 +87,9 @@ def _groups(
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
+        problem = problem_text(Task.model_validate_json(e.task_json)) if true_claims else None
         rewards = [
-            reflection_reward(c["text"], float(c["reward"]), reward_blank, repeated)
+            reflection_reward(c["text"], float(c["reward"]), reward_blank, repeated, problem)
             for c in e.group
         ]
         if len(set(rewards)) == 1:
@@ -183,7 +194,9 @@ def train_offline(
     transformers = require_extra("transformers", "training")
 
     repeated = _repeated(examples, config.max_reflection_repeats)
-    groups, skipped = _groups(examples, config.reward_blank_reflections, repeated)
+    groups, skipped = _groups(
+        examples, config.reward_blank_reflections, repeated, config.reward_true_claims
+    )
     zeroed = sum(reflection_key(c["text"]) in repeated for e in examples for c in e.group)
     summary = {
         "usable_groups": len(groups),

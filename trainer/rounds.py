@@ -45,7 +45,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import reflection_key, reflection_reward, repeated_reflections
+from .data import problem_text, reflection_key, reflection_reward, repeated_reflections
 
 __all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
 
@@ -95,12 +95,14 @@ def sample_groups(
     reward_blank: bool = False,
     max_repeats: int = 0,
     beyond_plain: bool = False,
+    true_claims: bool = False,
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
     """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
     retries. Failed trajectories (with their groups) are appended to ``out``. The report counts
     groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``, and
-    so is one written for more than ``max_repeats`` of the sample's problems (0: off).
+    so is one written for more than ``max_repeats`` of the sample's problems (0: off), and with
+    ``true_claims`` one that states no true equation over the problem's numbers, or a false one.
 
     ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
     evaluation's control asks it). A failure it fixes is counted (``plain_recovered``) and not
@@ -123,8 +125,8 @@ def sample_groups(
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
-    #: per kept failure: its task id and its completed (reflection, retry reward) pairs
-    failed: list[tuple[str, list[tuple[str, float]]]] = []
+    #: per kept failure: its task and its completed (reflection, retry reward) pairs
+    failed: list[tuple[Task, list[tuple[str, float]]]] = []
     gate = asyncio.Semaphore(concurrency)  # plain retries in flight
 
     async def keep(traj: Trajectory) -> None:
@@ -146,7 +148,7 @@ def sample_groups(
             for c in g.candidates
             if c.status == "completed" and c.reward is not None and c.reflection is not None
         ]
-        failed.append((traj.task.id, done))
+        failed.append((traj.task, done))
 
     async def go() -> None:
         checks: list[asyncio.Task[None]] = []
@@ -167,10 +169,11 @@ def sample_groups(
     asyncio.run(go())
     # Counted once the sample is complete: whether a text repeats depends on all of it.
     repeated = repeated_reflections(
-        ((task_id, text) for task_id, done in failed for text, _ in done), max_repeats
+        ((task.id, text) for task, done in failed for text, _ in done), max_repeats
     )
-    for _task_id, done in failed:
-        rewards = [reflection_reward(t, r, reward_blank, repeated) for t, r in done]
+    for task, done in failed:
+        problem = problem_text(task) if true_claims else None
+        rewards = [reflection_reward(t, r, reward_blank, repeated, problem) for t, r in done]
         report.reflections += len(rewards)
         report.blank_reflections += sum(1 for t, _ in done if not t.strip())
         report.repeated_reflections += sum(1 for t, _ in done if reflection_key(t) in repeated)
@@ -266,6 +269,7 @@ def train_rounds(
             reward_blank=config.reward_blank_reflections,
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
+            true_claims=config.reward_true_claims,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
         if sampled.infrastructure_errors:
