@@ -99,6 +99,15 @@ def parse_args() -> argparse.Namespace:
         "in a phrase that only marks the attempt wrong",
     )
     parser.add_argument(
+        "--round-gate",
+        type=float,
+        default=None,
+        help="a margin: each round's sample scores the model that drew it (expected second try "
+        "on the training problems); a model more than this below the best so far is not "
+        "trained on, the next round samples the best again, and the run ends on the best "
+        "(one more sample scores the last model). Runs 12, 18-20 collapsed in later rounds",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -184,18 +193,24 @@ def main() -> None:
         timings["eval_before_s"] = time.perf_counter() - t
         print(before.markdown(), flush=True)
 
-        def serve(checkpoint: Path, label: str) -> None:
+        served = Path(checkpoint)
+
+        def serve(weights: Path, label: str) -> None:
             # The LoRA path of vLLM's CPU backend samples ~3x slower than plain weights: each
             # round's adapter is merged (config.merge) and the server restarted on it (~1 min).
-            nonlocal server
+            nonlocal server, served
+            if Path(weights) == served:
+                return
+            served = Path(weights)
             server.stop()
             log = work / f"vllm-{label}.log"
-            server = VLLMServer(checkpoint, name="gemma", port=port, max_loras=2, log_path=log)
+            server = VLLMServer(weights, name="gemma", port=port, max_loras=2, log_path=log)
             server.start(progress=print)
 
         def sampler(round_: int, previous: Any) -> str:
-            if previous is not None and previous.merged is not None:
-                serve(previous.merged, f"round{round_}")
+            # the previous round's model; with the round gate, possibly an earlier one or the base
+            weights = previous.merged if previous is not None and previous.merged else checkpoint
+            serve(weights, f"round{round_}")
             return server.model_string
 
         config = RRRTrainConfig(
@@ -235,13 +250,14 @@ def main() -> None:
             stop=stop,
             concurrency=args.concurrency,
             beyond_plain=args.beyond_plain_retry,
+            gate=args.round_gate,
         )
         timings["training_s"] = time.perf_counter() - t
-        final = next((r for r in reversed(rounds) if r.merged is not None), None)
         t = time.perf_counter()
-        if final is not None and final.merged is not None:
-            serve(final.merged, "trained")
-        # else no round had a learnable failure: the "trained" model is the base model
+        # The last result names the model the run hands on (None: no round trained, or the
+        # round gate ended on the base model; then the "trained" model is the base model).
+        final = rounds[-1].merged if rounds else None
+        serve(final or checkpoint, "trained")
         after = run_eval(server.model_string, "eval-after.jsonl")
         after_also = {name: run_eval(server.model_string, f"eval-after-{name}.jsonl", name)
                       for name in also}  # fmt: skip
@@ -415,8 +431,8 @@ def _md_table(title: str, columns: list[str], rows: list[str]) -> str:
 def _rounds_table(rounds: list[Any], beyond_plain: bool) -> str:
     columns = ["round", "first try (train)", "failures", "plain retry fixed", "learnable"]
     columns += ["all pass", "all fail"]
-    columns += ["blank reflections", "repeated reflections", "retry success", "steps"]
-    columns += ["sample s", "train s"]
+    columns += ["blank reflections", "repeated reflections", "retry success"]
+    columns += ["expected 2nd try", "gate", "steps", "sample s", "train s"]
     lines = []
     for r in rounds:
         s = r.sampled
@@ -426,7 +442,8 @@ def _rounds_table(rounds: list[Any], beyond_plain: bool) -> str:
             f"{s.all_passed} | {s.all_failed} | "
             f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.repeated_reflections / max(1, s.reflections):.0f} % | "
-            f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | {r.steps} | "
+            f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | "
+            f"{100 * s.second_try_rate:.1f} % | {r.gate or '–'} | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )
     title = "Rounds (sampling with the current model, then offline GRPO):"

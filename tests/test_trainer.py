@@ -693,3 +693,74 @@ def test_rounds_sample_groups_train_and_sample_from_the_new_model(
         train_rounds(tasks[:1], cfg, tmp_path / "broken", rounds=1,
                      sampler=lambda _r, _p: broken.model, settings=once)  # fmt: skip
     assert not (tmp_path / "broken/round-01/train").exists()  # nothing was trained
+
+
+def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """With ``gate``, each round's sample scores the model that drew it (its expected second
+    try). A model that scores below the best is not trained on: the next round samples the best
+    model again and trains from its adapter. One more sample scores the last model, and the last
+    result names the best one, which is what the run hands on."""
+    from rrr_trainer.rounds import train_rounds
+
+    from rrr_agent import ConfigError, load_settings
+
+    behaviour = {"name": "base"}
+    asked: dict[str, int] = {}
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        kind, problem = behaviour["name"], messages[0]["content"]
+        if messages[-1]["content"] == PAPER_MATH:  # task 0's reflections alternate: learnable
+            asked[problem] = asked.get(problem, 0) + 1
+            helps = kind == "good" or ("(0)" in problem and asked[problem] % 2 == 1)
+            return "Add them." if helps else "Divide?"
+        if len(messages) == 1:  # first tries: task 1 passes, except under the bad model
+            return "42" if "(1)" in problem and kind != "bad" else "7"
+        return "42" if "add" in messages[-2]["content"].lower() else "5"
+
+    scripted = ScriptedModel(default=reply)
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
+    seen: list[tuple[int, Any]] = []
+
+    def run(plan: dict[int, str], rounds: int, name: str) -> list[Any]:
+        seen.clear()
+        asked.clear()
+
+        def sampler(round_: int, previous: Any) -> str:
+            seen.append((round_, previous))
+            behaviour["name"] = plan[round_]
+            return scripted.model
+
+        cfg = config(tmp_path, tiny, mode="offline", max_steps=1, per_device_train_batch_size=2,
+                     num_generations=2, output_dir=str(tmp_path / "unused"))  # fmt: skip
+        settings = load_settings(log_path=tmp_path / f"{name}.jsonl")
+        return train_rounds(tasks, cfg, tmp_path / name, rounds=rounds, sampler=sampler,
+                            settings=settings, gate=0.0, say=lambda _m: None)  # fmt: skip
+
+    # base (task 1's first try + half of task 0's retries: 1.5 of 3) → bad (no first try: 0.5
+    # of 3): rejected → base again, trained from the start → good (every retry passes: 3 of 3):
+    # the best, so the run ends on round 3's model
+    results = run({1: "base", 2: "bad", 3: "base", 4: "good"}, 3, "a")
+    assert [(r.round, r.gate) for r in results] == [(1, "kept"), (2, "rejected"), (3, "kept"),
+                                                    (4, "scored")]  # fmt: skip
+    scores = [round(r.sampled.second_try_rate, 3) for r in results]
+    assert scores == [0.5, 0.167, 0.5, 1.0]
+    assert results[0].steps == results[2].steps == 1
+    assert results[1].steps == 0 and not (tmp_path / "a/round-02/train").exists()
+    first, _, third, last = results
+    assert [(r, p) for r, p in seen] == [(1, None), (2, first), (3, None), (4, third)]
+    config_3 = json.loads((tmp_path / "a/round-03/train/rrr_train_config.json").read_text())
+    assert config_3["init_adapter"] is None  # trained from the start again, not from round 1
+    assert last.adapter == third.adapter and last.merged == third.merged
+    assert last.to_dict()["sampled"]["second_try_rate"] == 1.0
+
+    # The last model scores below the best: the run ends on the best (here the base model).
+    results = run({1: "base", 2: "bad"}, 1, "b")
+    assert [(r.round, r.gate) for r in results] == [(1, "kept"), (2, "scored")]
+    assert results[0].adapter is not None and results[-1].adapter is None
+    assert results[-1].merged is None
+
+    with pytest.raises(ConfigError, match="beyond_plain"):
+        train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,
+                     sampler=lambda _r, _p: scripted.model, beyond_plain=True)  # fmt: skip

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rrr_agent import (
+    ConfigError,
     Engine,
     InfrastructureError,
     LoopOptions,
@@ -70,12 +71,22 @@ class GroupReport:
     #: failures the plain retry (no reflection) fixed; with ``beyond_plain`` they are not kept
     plain_recovered: int = 0
     infrastructure_errors: int = 0
+    #: summed over the kept failures: the share of its reflections whose retry earned 1
+    reflected_passes: float = 0.0
     seconds: float = 0.0
+
+    @property
+    def second_try_rate(self) -> float:
+        """The sampling model's expected second-try rate on these tasks, reflections paid as
+        training pays them: first tries that pass, plus each failure's share of reflections
+        whose retry earned 1. The round gate (:func:`train_rounds`) compares models by it."""
+        return (self.first_try_passed + self.reflected_passes) / self.tasks if self.tasks else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["retry_success"] = self.retries_passed / self.reflections if self.reflections else 0.0
         row["first_try_rate"] = self.first_try_passed / self.tasks if self.tasks else 0.0
+        row["second_try_rate"] = self.second_try_rate
         return row
 
 
@@ -178,6 +189,8 @@ def sample_groups(
         report.blank_reflections += sum(1 for t, _ in done if not t.strip())
         report.repeated_reflections += sum(1 for t, _ in done if reflection_key(t) in repeated)
         report.retries_passed += sum(1 for r in rewards if r == 1.0)
+        if rewards:
+            report.reflected_passes += sum(1 for r in rewards if r == 1.0) / len(rewards)
         if rewards and all(r == 1.0 for r in rewards):
             report.all_passed += 1
         elif rewards and any(r == 1.0 for r in rewards):
@@ -200,6 +213,11 @@ class RoundResult:
     training: dict[str, Any] = field(default_factory=dict)
     #: the adapter merged into full weights (``config.merge``), what a server loads directly
     merged: Path | None = None
+    #: with the round gate: "kept" (trained on, or nothing learnable), "rejected" (the sampling
+    #: model scored below the best one by more than the gate: not trained on; the next round
+    #: samples the best model) or "scored" (the sample after the last round, which only scores
+    #: the last model; this result names the best model, what the run hands on)
+    gate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +227,7 @@ class RoundResult:
             "steps": self.steps,
             "train_seconds": round(self.train_seconds, 1),
             "training": self.training,
+            "gate": self.gate,
         }
 
 
@@ -226,6 +245,7 @@ def train_rounds(
     stop: list[str] | None = None,
     concurrency: int = 16,
     beyond_plain: bool = False,
+    gate: float | None = None,
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
     """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
@@ -245,18 +265,42 @@ def train_rounds(
 
     ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
 
+    ``gate`` (a margin, e.g. 0.02; None: off): each round's sample scores the model that drew
+    it by its expected second-try rate (:attr:`GroupReport.second_try_rate`, on the same
+    tasks every round). A round whose model scores more than ``gate`` below the best model so
+    far is not trained on (``"rejected"``): the next round samples the best model again, with
+    that round's seeds. One more sample after the last round scores the last model, and the
+    last result (``"scored"``) names the best-scoring model: what the run hands on. Work stays
+    fixed: a rejected round costs its sample and no training. Not with ``beyond_plain``, whose
+    samples leave out the failures a plain retry fixes.
+
     A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
     its sample would not be the model's, and an error is never a task failure.
     """
     from .run import train
 
+    if gate is not None and beyond_plain:
+        raise ConfigError(
+            "train_rounds: the round gate scores a model on all its failures; with "
+            "beyond_plain the sample leaves out those a plain retry fixes: use one of them"
+        )
     workdir = Path(workdir)
     start = config.init_adapter
     name = sampler or (lambda _r, prev: _embedded_with(prev.adapter if prev else start))
     adapter: str | None = start
     previous: RoundResult | None = None
+    #: the best-scoring model so far and its score (None inside: the starting model)
+    best: tuple[float, RoundResult | None] | None = None
     results: list[RoundResult] = []
-    for r in range(1, rounds + 1):
+
+    def unchanged(r: int, sampled: GroupReport, verdict: str | None) -> RoundResult:
+        return RoundResult(
+            round=r, adapter=Path(adapter) if adapter else None, sampled=sampled, steps=0,
+            train_seconds=0.0, metrics_path=None, merged=previous.merged if previous else None,
+            gate=verdict,
+        )  # fmt: skip
+
+    for r in range(1, rounds + 1 + (gate is not None)):
         folder = workdir / f"round-{r:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / "groups.jsonl"
@@ -277,12 +321,23 @@ def train_rounds(
                 f"round {r}: {sampled.infrastructure_errors} of {len(tasks)} runs failed on "
                 f"infrastructure (see the error log next to the settings' trajectory log)"
             )
+        if gate is not None:
+            score = sampled.second_try_rate
+            if best is None or score > best[0]:
+                best = (score, previous)
+            last, rejected = r > rounds, score < best[0] - gate
+            if rejected or (last and best[1] is not previous):
+                previous = best[1]  # back to the best model: the next round samples it
+                adapter = str(previous.adapter) if previous and previous.adapter else start
+            if last or rejected:
+                results.append(unchanged(r, sampled, "scored" if last else "rejected"))
+                say(
+                    f"round {r}: the model scores {score:.3f}, the best {best[0]:.3f}: "
+                    + ("the run ends on the best" if last else "rejected; back to the best")
+                )
+                continue
         if sampled.learnable == 0:  # no group with differing rewards: nothing to learn from
-            results.append(
-                RoundResult(round=r, adapter=Path(adapter) if adapter else None, sampled=sampled,
-                            steps=0, train_seconds=0.0, metrics_path=None,
-                            merged=previous.merged if previous else None)
-            )  # fmt: skip
+            results.append(unchanged(r, sampled, None if gate is None else "kept"))
             say(f"round {r}: no learnable failure; the model is unchanged")
             continue
         round_config = dataclasses.replace(
@@ -299,6 +354,7 @@ def train_rounds(
                 round=r, adapter=result.adapter_dir, sampled=sampled, steps=result.steps,
                 train_seconds=result.seconds, metrics_path=result.metrics_path,
                 training=training, merged=result.merged_dir,
+                gate=None if gate is None else "kept",
             )
         )  # fmt: skip
         previous = results[-1]
