@@ -375,8 +375,7 @@ class ChatSession:
             "",
         ]
         for traj in self.turns:
-            user = next((m for m in reversed(traj.task.messages) if m.role == "user"), None)
-            lines += [f"**You:** {user.content if user else ''}", ""]
+            lines += [f"**You:** {traj.task.user_text()}", ""]
             for i, (attempt, verdict) in enumerate(zip(traj.attempts, traj.verdicts, strict=False)):
                 mark = "passed" if verdict.passed else "failed"
                 label = "Answer" if i == 0 else "Retry"

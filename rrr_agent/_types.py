@@ -135,6 +135,18 @@ class Task(_Model):
         raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(raw.encode()).hexdigest()
 
+    def user_text(self) -> str:
+        """The text of the last user message: the question itself, since few-shot examples sit
+        in earlier turns. Text parts of a multi-part message are joined; "" when there is none."""
+        for message in reversed(self.messages):
+            if message.role != "user":
+                continue
+            if isinstance(message.content, list):
+                parts = [p.get("text") for p in message.content if p.get("type") == "text"]
+                return "\n".join(t for t in parts if isinstance(t, str))
+            return message.content or ""
+        return ""
+
     @classmethod
     def from_prompt(
         cls,

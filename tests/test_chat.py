@@ -80,6 +80,7 @@ async def test_session_turns_self_correct_and_persist(settings: Settings) -> Non
     (info,) = ChatStore(settings).sessions()
     assert (info.id, info.title, info.turns) == (session.id, "Sums", 2)
     md = session.markdown()
+    assert "**You:** What is 17 + 25?" in md and "**You:** Are you sure?" in md  # each turn's own
     assert "**Answer (failed):** 41" in md and "> reflection: I added wrong." in md
     assert "**Retry (passed):** 42" in md
     # Resumed from the log, the conversation goes on where it stopped.

@@ -315,16 +315,17 @@ def test_a_reflection_must_state_a_true_equation_when_claims_are_checked(tmp_pat
     """``reward_true_claims``: a reflection earns its retry's reward only when it states a true
     equation over the problem's own numbers and no false one, checked by arithmetic. One rule
     online, offline and in the round reports."""
-    from rrr_trainer.data import FailureExample, equation_claims, problem_text
+    from rrr_trainer.data import FailureExample, equation_claims
     from rrr_trainer.grpo import RetryReward
     from rrr_trainer.offline import _groups
     from rrr_trainer.rounds import sample_groups
 
     from rrr_agent import load_settings
     from rrr_agent.tasksets import get_taskset
+    from rrr_agent.verifiers.countdown import normalize_operators
 
     countdown = next(iter(get_taskset("countdown2-test").load()))
-    problem = problem_text(countdown)  # the last user turn, not the few-shot examples
+    problem = countdown.user_text()  # the last user turn, not the few-shot examples
     a, b = countdown.verifier.numbers  # type: ignore[union-attr]
     assert problem.startswith(f"Numbers: {a}, {b}")
     assert equation_claims(f"{a} + {b} = {a + b}", problem) == (1, 0)
@@ -335,6 +336,12 @@ def test_a_reflection_must_state_a_true_equation_when_claims_are_checked(tmp_pat
     assert equation_claims("7 / 3 = 2.33 and 7 / 0 = 1", "7, 3 and 0") == (1, 1)
     assert equation_claims("7 / 3 = 2.3", "7 3") == (1, 0)  # rounded to the places shown
     assert equation_claims("7 / 3 = 2.4", "7 3") == (0, 1)
+    # Operators are read as the Countdown verifier reads answers (run 20's reflections wrote
+    # an en dash, which was no claim before): × ÷, the minus sign, the en dash, LaTeX; "x" too.
+    assert equation_claims("85 – 37 = 48", "85 37") == (1, 0)
+    assert equation_claims("37 − 85 = −48 and 6 × 7 = 42", "85 37 6 7") == (2, 0)
+    assert equation_claims("8 ÷ 2 = 4, 8 \\div 2 = 5, 8 x 2 = 16", "8 2") == (2, 1)
+    assert normalize_operators("85 – 37 × 2 ÷ 1") == "85 - 37 * 2 / 1"  # the verifier's reading
 
     task = math_task(prompt="What is 17 + 25?")
     texts = ["17 + 25 = 42.", "Numbers are the same.", "17 + 25 = 43.", "14 + 9 = 23", ""]
@@ -375,3 +382,22 @@ def test_a_reflection_must_state_a_true_equation_when_claims_are_checked(tmp_pat
     plain = sample_groups(tasks, scripted.model, tmp_path / "h.jsonl", k=2, settings=settings,
                           concurrency=1)  # fmt: skip
     assert (plain.learnable, plain.all_passed) == (0, 2)
+
+
+def test_the_question_of_a_task_is_its_last_user_message() -> None:
+    """``Task.user_text()`` is the one reading of "the question": the trainer's claims check,
+    the chat's Markdown export and the terminal chat's history all use it. Few-shot turns come
+    before it; a multi-part message gives its text parts."""
+    from rrr_agent import Message, Task
+
+    spec = {"type": "exact", "expected": "42"}
+    shots = [Message(role="user", content="1 + 1?"), Message(role="assistant", content="2")]
+    task = Task(messages=[*shots, Message(role="user", content="17 + 25?")], verifier=spec)
+    assert task.user_text() == "17 + 25?"
+    parts = [{"type": "text", "text": "What is"}, {"type": "image_url", "image_url": {"url": "x"}},
+             {"type": "text", "text": "17 + 25?"}]  # fmt: skip
+    multi = Task(messages=[Message(role="user", content=parts)], verifier=spec)
+    assert multi.user_text() == "What is\n17 + 25?"
+    assert (
+        Task(messages=[Message(role="system", content="be brief")], verifier=spec).user_text() == ""
+    )

@@ -24,7 +24,6 @@ from rrr_agent import (
     LogFileError,
     PromptLibrary,
     ReadReport,
-    Task,
     Trajectory,
     TrajectoryFilter,
     VerifierSpecError,
@@ -32,6 +31,7 @@ from rrr_agent import (
     read_trajectories,
     reflection_messages,
 )
+from rrr_agent.verifiers.countdown import normalize_operators
 
 __all__ = ["DataReport", "FailureExample", "build_failure_set", "split_of"]
 
@@ -99,7 +99,7 @@ def reflection_reward(
     A blank reflection earns 0 unless ``reward_blank``, and so does one whose
     :func:`reflection_key` is in ``repeated`` (the same text written for many different problems,
     see :func:`repeated_reflections`). With ``problem`` (the problem's text, see
-    :func:`problem_text`), a reflection also earns 0 unless it states a true equation over the
+    :meth:`Task.user_text`), a reflection also earns 0 unless it states a true equation over the
     problem's own numbers and no false one (:func:`equation_claims`). Online, offline and the
     round reports all apply this one rule."""
     if not (reward_blank or (reflection or "").strip()):
@@ -114,31 +114,26 @@ def reflection_reward(
 
 
 _NUMBER = r"\d+(?:\.\d+)?"
-#: "a op b = c": operands unsigned, the result may be negative ("34 - 91 = -57").
+#: "a op b = c" once operators are normalised as the Countdown verifier reads them (× ÷ − –
+#: and LaTeX), and "x" for times: operands unsigned, the result may be negative ("34 - 91 = -57").
 _EQUATION = re.compile(
-    rf"(?<![\w.])({_NUMBER})\s*([-+*/×÷xX])\s*({_NUMBER})\s*=\s*(-?{_NUMBER})(?![\w])"
+    rf"(?<![\w.])({_NUMBER})\s*([-+*/xX])\s*({_NUMBER})\s*=\s*(-?{_NUMBER})(?![\w])"
 )
-
-
-def problem_text(task: Task) -> str:
-    """The text a task's problem is stated in: its last user message (few-shot examples sit in
-    the earlier turns)."""
-    users = [m.content for m in task.messages if m.role == "user" and isinstance(m.content, str)]
-    return users[-1] if users else ""
 
 
 def equation_claims(reflection: str | None, problem: str) -> tuple[int, int]:
     """The equations ``a op b = c`` a reflection states, checked by arithmetic (never ``eval``):
     (true ones whose operands ``a`` and ``b`` are both numbers of ``problem``, false ones). A
-    result with decimals is true when it is the exact result rounded to that many places."""
+    result with decimals is true when it is the exact result rounded to that many places.
+    Operators are read as the Countdown verifier reads them (:func:`normalize_operators`)."""
     given = {Fraction(n) for n in re.findall(_NUMBER, problem)}
     true = false = 0
-    for a_text, op, b_text, c_text in _EQUATION.findall(reflection or ""):
+    for a_text, op, b_text, c_text in _EQUATION.findall(normalize_operators(reflection or "")):
         a, b, c = Fraction(a_text), Fraction(b_text), Fraction(c_text)
-        if op in "/÷" and b == 0:
+        if op == "/" and b == 0:
             false += 1
             continue
-        exact = {"+": a + b, "-": a - b, "/": a / b, "÷": a / b}.get(op, a * b)
+        exact = {"+": a + b, "-": a - b, "/": a / b}.get(op, a * b)
         places = len(c_text.partition(".")[2])
         holds = exact == c if not places else abs(exact - c) <= Fraction(1, 2 * 10**places)
         if not holds:

@@ -34,7 +34,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import FailureExample, RepeatCounter, problem_text, reflection_key, reflection_reward
+from .data import FailureExample, RepeatCounter, reflection_key, reflection_reward
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -178,7 +178,7 @@ class RetryReward:
         repeated = self._counter.add((t.id, f) for t, f in zip(tasks, reflections, strict=True))
         rewards = [
             reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated,
-                              problem_text(t) if self.true_claims else None)
+                              t.user_text() if self.true_claims else None)
             for t, f, r in zip(tasks, reflections, retries, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?

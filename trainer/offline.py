@@ -35,7 +35,6 @@ from rrr_agent import DataError, JsonlAppender, Task, require_extra
 from .config import RRRTrainConfig
 from .data import (
     FailureExample,
-    problem_text,
     reflection_key,
     reflection_reward,
     repeated_reflections,
@@ -87,7 +86,7 @@ def _groups(
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
-        problem = problem_text(Task.model_validate_json(e.task_json)) if true_claims else None
+        problem = Task.model_validate_json(e.task_json).user_text() if true_claims else None
         rewards = [
             reflection_reward(c["text"], float(c["reward"]), reward_blank, repeated, problem)
             for c in e.group

@@ -46,7 +46,7 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import problem_text, reflection_key, reflection_reward, repeated_reflections
+from .data import reflection_key, reflection_reward, repeated_reflections
 
 __all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
 
@@ -183,7 +183,7 @@ def sample_groups(
         ((task.id, text) for task, done in failed for text, _ in done), max_repeats
     )
     for task, done in failed:
-        problem = problem_text(task) if true_claims else None
+        problem = task.user_text() if true_claims else None
         rewards = [reflection_reward(t, r, reward_blank, repeated, problem) for t, r in done]
         report.reflections += len(rewards)
         report.blank_reflections += sum(1 for t, _ in done if not t.strip())

@@ -469,8 +469,7 @@ class ChatApp(App[None]):
         if self.session is None:
             return
         for traj in self.session.turns:
-            user = next((m for m in reversed(traj.task.messages) if m.role == "user"), None)
-            turn = Turn(str(user.content if user else ""))
+            turn = Turn(traj.task.user_text())
             chat.mount(turn)
             turn.call_after_refresh(turn.show, traj)
             self.tokens += traj.total_usage().total_tokens

@@ -34,6 +34,7 @@ __all__ = [
     "ParsedEquation",
     "evaluate",
     "extract_equation",
+    "normalize_operators",
     "parse_equation",
 ]
 
@@ -102,9 +103,17 @@ def extract_equation(text: str) -> str | None:
     return last or None
 
 
-def _normalize(expr: str, target: int | float | None) -> str:
+def normalize_operators(text: str) -> str:
+    """``text`` with the other ways of writing an operator read as ``+ - * /``: ``× ✕ ·`` as
+    ``*``, ``÷`` as ``/``, the minus sign and en dash as ``-``, and the LaTeX forms. The verifier
+    reads answers this way, and the trainer's claims check reads reflections this way."""
     for old, new in _REPLACEMENTS.items():
-        expr = expr.replace(old, new)
+        text = text.replace(old, new)
+    return text
+
+
+def _normalize(expr: str, target: int | float | None) -> str:
+    expr = normalize_operators(expr)
     expr = expr.strip().strip("`$").strip()
     expr = _LABEL.sub("", expr, count=1)
     m = _TRAILING_EQ.match(expr)
