@@ -105,7 +105,8 @@ def parse_args() -> argparse.Namespace:
         help="a margin: each round's sample scores the model that drew it (expected second try "
         "on the training problems); a model more than this below the best so far is not "
         "trained on, the next round samples the best again, and the run ends on the best "
-        "(one more sample scores the last model). Runs 12, 18-20 collapsed in later rounds",
+        "(one more sample scores the last model). The best model is judged by the mean of its "
+        "samples' scores and never rejected. Runs 12, 18-20 collapsed in later rounds",
     )
     parser.add_argument(
         "--reflection-temperature",

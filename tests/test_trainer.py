@@ -700,8 +700,9 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
 ) -> None:
     """With ``gate``, each round's sample scores the model that drew it (its expected second
     try). A model that scores below the best is not trained on: the next round samples the best
-    model again and trains from its adapter. One more sample scores the last model, and the last
-    result names the best one, which is what the run hands on."""
+    model again and trains from its adapter; the best model itself is judged by the mean of its
+    samples' scores. One more sample scores the last model, and the last result names the best
+    one, which is what the run hands on."""
     from rrr_trainer.rounds import train_rounds
 
     from rrr_agent import ConfigError, load_settings
@@ -755,11 +756,15 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     assert last.adapter == third.adapter and last.merged == third.merged
     assert last.to_dict()["sampled"]["second_try_rate"] == 1.0
 
-    # The last model scores below the best: the run ends on the best (here the base model).
-    results = run({1: "base", 2: "bad"}, 1, "b")
-    assert [(r.round, r.gate) for r in results] == [(1, "kept"), (2, "scored")]
-    assert results[0].adapter is not None and results[-1].adapter is None
-    assert results[-1].merged is None
+    # The best model is never rejected: sampled again, it adds to its scores and is judged by
+    # their mean (0.5 and 0.167: 0.333), and it trains. The last model (0.167) scores below that
+    # mean: the run ends on the best, here the base model.
+    results = run({1: "base", 2: "bad", 3: "bad", 4: "bad"}, 3, "b")
+    assert [(r.round, r.gate, r.steps) for r in results] == [
+        (1, "kept", 1), (2, "rejected", 0), (3, "kept", 1), (4, "scored", 0),
+    ]  # fmt: skip
+    assert [(r, p) for r, p in seen] == [(1, None), (2, results[0]), (3, None), (4, results[2])]
+    assert results[-1].adapter is None and results[-1].merged is None
 
     with pytest.raises(ConfigError, match="beyond_plain"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,14 +266,17 @@ def train_rounds(
 
     ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
 
-    ``gate`` (a margin, e.g. 0.02; None: off): each round's sample scores the model that drew
+    ``gate`` (a margin, e.g. 0.03; None: off): each round's sample scores the model that drew
     it by its expected second-try rate (:attr:`GroupReport.second_try_rate`, on the same
     tasks every round). A round whose model scores more than ``gate`` below the best model so
     far is not trained on (``"rejected"``): the next round samples the best model again, with
-    that round's seeds. One more sample after the last round scores the last model, and the
-    last result (``"scored"``) names the best-scoring model: what the run hands on. Work stays
-    fixed: a rejected round costs its sample and no training. Not with ``beyond_plain``, whose
-    samples leave out the failures a plain retry fixes.
+    that round's seeds, and trains from it. The best model is never rejected: each sample it
+    draws adds to its scores, and it is judged by their mean (a score is itself a sample: run
+    21 found one model's three samples 0.520, 0.484 and 0.499). One more sample after the last
+    round scores the last model, and the last result (``"scored"``) names the best-scoring
+    model: what the run hands on. Work stays fixed: a rejected round costs its sample and no
+    training. Not with ``beyond_plain``, whose samples leave out the failures a plain retry
+    fixes.
 
     A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
     its sample would not be the model's, and an error is never a task failure.
@@ -289,8 +293,9 @@ def train_rounds(
     name = sampler or (lambda _r, prev: _embedded_with(prev.adapter if prev else start))
     adapter: str | None = start
     previous: RoundResult | None = None
-    #: the best-scoring model so far and its score (None inside: the starting model)
-    best: tuple[float, RoundResult | None] | None = None
+    #: the best-scoring model so far and its scores, one per sample it drew (None inside: the
+    #: starting model)
+    best: tuple[list[float], RoundResult | None] | None = None
     results: list[RoundResult] = []
 
     def unchanged(r: int, sampled: GroupReport, verdict: str | None) -> RoundResult:
@@ -323,16 +328,20 @@ def train_rounds(
             )
         if gate is not None:
             score = sampled.second_try_rate
-            if best is None or score > best[0]:
-                best = (score, previous)
-            last, rejected = r > rounds, score < best[0] - gate
+            if best is not None and best[1] is previous:  # the best model again: pool its scores
+                best[0].append(score)
+            elif best is None or score > statistics.fmean(best[0]):
+                best = ([score], previous)
+            best_score = statistics.fmean(best[0])
+            last = r > rounds
+            rejected = best[1] is not previous and score < best_score - gate
             if rejected or (last and best[1] is not previous):
                 previous = best[1]  # back to the best model: the next round samples it
                 adapter = str(previous.adapter) if previous and previous.adapter else start
             if last or rejected:
                 results.append(unchanged(r, sampled, "scored" if last else "rejected"))
                 say(
-                    f"round {r}: the model scores {score:.3f}, the best {best[0]:.3f}: "
+                    f"round {r}: the model scores {score:.3f}, the best {best_score:.3f}: "
                     + ("the run ends on the best" if last else "rejected; back to the best")
                 )
                 continue
