@@ -92,6 +92,14 @@ def parse_args() -> argparse.Namespace:
         "attempt wrong, paid wherever a plain retry passes",
     )
     parser.add_argument(
+        "--plain-control",
+        action="store_true",
+        help="after each training failure also ask the plain retry (no reflection) and report "
+        "each round's plain second try next to its expected second try, on the same first "
+        "attempts; training is unchanged. Shows in which round, if any, the sampling model's "
+        "reflection beats saying nothing",
+    )
+    parser.add_argument(
         "--reward-true-claims",
         action="store_true",
         help="a reflection earns 0 unless it states a true equation over the problem's own "
@@ -251,6 +259,7 @@ def main() -> None:
             stop=stop,
             concurrency=args.concurrency,
             beyond_plain=args.beyond_plain_retry,
+            plain_control=args.plain_control,
             gate=args.round_gate,
         )
         timings["training_s"] = time.perf_counter() - t
@@ -292,11 +301,7 @@ def main() -> None:
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
-    table += (
-        _rounds_table(rounds, args.beyond_plain_retry)
-        + _examples_md(examples)
-        + _variety_md(variety)
-    )
+    table += _rounds_table(rounds) + _examples_md(examples) + _variety_md(variety)
     table += _goal_md(goal)
     (out / "results.md").write_text(table)
     report.plot(out / "accuracy.png")
@@ -429,22 +434,24 @@ def _md_table(title: str, columns: list[str], rows: list[str]) -> str:
     return "\n".join(head + rows) + "\n"
 
 
-def _rounds_table(rounds: list[Any], beyond_plain: bool) -> str:
+def _rounds_table(rounds: list[Any]) -> str:
     columns = ["round", "first try (train)", "failures", "plain retry fixed", "learnable"]
     columns += ["all pass", "all fail"]
     columns += ["blank reflections", "repeated reflections", "retry success"]
-    columns += ["expected 2nd try", "gate", "steps", "sample s", "train s"]
+    columns += ["expected 2nd try", "plain 2nd try", "gate", "steps", "sample s", "train s"]
     lines = []
     for r in rounds:
         s = r.sampled
+        plain = s.plain_second_try_rate
         lines.append(
             f"| {r.round} | {100 * s.first_try_passed / max(1, s.tasks):.1f} % | {s.failures} | "
-            f"{s.plain_recovered if beyond_plain else '–'} | {s.learnable} | "
+            f"{s.plain_recovered if s.plain_asked else '–'} | {s.learnable} | "
             f"{s.all_passed} | {s.all_failed} | "
             f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.repeated_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | "
-            f"{100 * s.second_try_rate:.1f} % | {r.gate or '–'} | {r.steps} | "
+            f"{100 * s.second_try_rate:.1f} % | "
+            f"{'–' if plain is None else f'{100 * plain:.1f} %'} | {r.gate or '–'} | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )
     title = "Rounds (sampling with the current model, then offline GRPO):"

@@ -600,14 +600,16 @@ def test_round_keeps_only_failures_the_plain_retry_does_not_fix(tmp_path: Path) 
     scripted = ScriptedModel(default=reply)
     tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
 
-    def sample(beyond_plain: bool, name: str) -> Any:
+    def sample(beyond_plain: bool, name: str, control: bool = False) -> Any:
         plain_asked.clear()
         settings = load_settings(log_path=tmp_path / f"{name}-x.jsonl")
         return sample_groups(tasks, scripted.model, tmp_path / f"{name}.jsonl", k=2,
-                             settings=settings, beyond_plain=beyond_plain)  # fmt: skip
+                             settings=settings, beyond_plain=beyond_plain,
+                             plain_control=control)  # fmt: skip
 
     off = sample(False, "off")
     assert plain_asked == [] and off.plain_recovered == 0
+    assert off.plain_second_try_rate is None and off.to_dict()["plain_second_try_rate"] is None
     assert (off.failures, off.all_passed, off.all_failed, off.reflections) == (3, 1, 2, 6)
     assert len(list(TrajectoryStore(tmp_path / "off.jsonl").read())) == 3
 
@@ -619,6 +621,17 @@ def test_round_keeps_only_failures_the_plain_retry_does_not_fix(tmp_path: Path) 
     kept = list(TrajectoryStore(tmp_path / "on.jsonl").read())
     assert sorted(str(t.task.messages[-1].content)[-3:] for t in kept) == ["(1)", "(2)"]
     assert all(len(t.groups[0].candidates) == 2 for t in kept)
+    assert on.plain_second_try_rate == pytest.approx(1 / 3)
+
+    # ``plain_control`` asks the same plain retry but keeps every failure: the control of the
+    # expected second try (task 0: the plain retry passes; task 1: only the reflection helps).
+    control = sample(False, "control", control=True)
+    assert sorted(plain_asked) == [f"What is 17 + 25? ({i})" for i in range(3)]
+    assert (control.failures, control.plain_asked, control.plain_recovered) == (3, 3, 1)
+    assert (control.all_passed, control.all_failed, control.reflections) == (1, 2, 6)
+    assert len(list(TrajectoryStore(tmp_path / "control.jsonl").read())) == 3
+    assert control.second_try_rate == off.second_try_rate == pytest.approx(1 / 3)
+    assert control.to_dict()["plain_second_try_rate"] == pytest.approx(1 / 3)
 
     # An infrastructure error in the plain retry is never a kept failure (nor a dropped one).
     def broken_plain(messages: list[dict[str, Any]]) -> str:

@@ -69,6 +69,8 @@ class GroupReport:
     #: reflections written for more than ``max_repeats`` of the sample's problems (they earn 0)
     repeated_reflections: int = 0
     retries_passed: int = 0
+    #: failures also asked the plain retry (``plain_control`` or ``beyond_plain``)
+    plain_asked: int = 0
     #: failures the plain retry (no reflection) fixed; with ``beyond_plain`` they are not kept
     plain_recovered: int = 0
     infrastructure_errors: int = 0
@@ -83,11 +85,22 @@ class GroupReport:
         whose retry earned 1. The round gate (:func:`train_rounds`) compares models by it."""
         return (self.first_try_passed + self.reflected_passes) / self.tasks if self.tasks else 0.0
 
+    @property
+    def plain_second_try_rate(self) -> float | None:
+        """The control of :attr:`second_try_rate`: first tries that pass, plus the failures the
+        greedy plain retry fixes, as the evaluation's control asks it. None unless every
+        failure was asked it (``plain_control``); with ``beyond_plain`` the failures it fixes
+        are counted before they are dropped."""
+        if not self.tasks or self.plain_asked < self.failures:
+            return None
+        return (self.first_try_passed + self.plain_recovered) / self.tasks
+
     def to_dict(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["retry_success"] = self.retries_passed / self.reflections if self.reflections else 0.0
         row["first_try_rate"] = self.first_try_passed / self.tasks if self.tasks else 0.0
         row["second_try_rate"] = self.second_try_rate
+        row["plain_second_try_rate"] = self.plain_second_try_rate
         return row
 
 
@@ -107,6 +120,7 @@ def sample_groups(
     reward_blank: bool = False,
     max_repeats: int = 0,
     beyond_plain: bool = False,
+    plain_control: bool = False,
     true_claims: bool = False,
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
@@ -119,7 +133,12 @@ def sample_groups(
     ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
     evaluation's control asks it). A failure it fixes is counted (``plain_recovered``) and not
     kept: on Countdown a phrase that only marks the attempt wrong earns as much as a reflection
-    with content wherever a plain retry would pass (run 11), so only the other failures train."""
+    with content wherever a plain retry would pass (run 11), so only the other failures train.
+
+    ``plain_control``: the same plain retry after each failure, counted but not acted on: the
+    report's :attr:`~GroupReport.plain_second_try_rate` is then the control of its expected
+    second try, on the same first attempts, so each round shows whether the sampling model's
+    reflection beats saying nothing."""
 
     def engine(options: LoopOptions, **sampling: Any) -> Engine:
         return Engine.from_settings(
@@ -133,7 +152,8 @@ def sample_groups(
         reflection_max_tokens=reflection_tokens,
         reflection_temperature=reflection_temperature,
     )
-    plain = engine(LoopOptions(max_retries=1, reflect=False)) if beyond_plain else None
+    asking = beyond_plain or plain_control
+    plain = engine(LoopOptions(max_retries=1, reflect=False)) if asking else None
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
@@ -149,9 +169,11 @@ def sample_groups(
                 except (InfrastructureError, VerifierError):
                     report.infrastructure_errors += 1  # in the error log; never training data
                     return
+            report.plain_asked += 1
             if control.passed_within(2):
                 report.plain_recovered += 1
-                return
+                if beyond_plain:
+                    return
         store.append(traj)
         done = [
             (c.reflection.text or "", float(c.reward))
@@ -246,6 +268,7 @@ def train_rounds(
     stop: list[str] | None = None,
     concurrency: int = 16,
     beyond_plain: bool = False,
+    plain_control: bool = False,
     gate: float | None = None,
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
@@ -265,6 +288,9 @@ def train_rounds(
     it).
 
     ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
+    ``plain_control``: also ask each failure the plain retry, to report the control of each
+    round's expected second try (:attr:`GroupReport.plain_second_try_rate`); training is as
+    without it.
 
     ``gate`` (a margin, e.g. 0.03; None: off): each round's sample scores the model that drew
     it by its expected second-try rate (:attr:`GroupReport.second_try_rate`, on the same
@@ -318,7 +344,7 @@ def train_rounds(
             reward_blank=config.reward_blank_reflections,
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
-            true_claims=config.reward_true_claims,
+            plain_control=plain_control, true_claims=config.reward_true_claims,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
         if sampled.infrastructure_errors:
