@@ -7,7 +7,10 @@
 3. Train in rounds (``rrr_trainer.rounds``): vLLM, with the current adapter loaded at run time,
    answers the training problems greedily and samples k reflections (each followed by a greedy
    retry) for every failure; offline GRPO trains on the groups whose retries differ; the new
-   adapter is loaded into the same server for the next round.
+   adapter is loaded into the same server for the next round. The round gate scores each
+   round's model by its sample (expected second try; beside it the plain retry's, and the first
+   try on a forgetting guard of another skill): a worse model, or one that forgets, is not
+   trained on, and the run ends on the best model (``--no-round-gate``: runs 1-21).
 4. Evaluate the trained adapter the same way; write the paper-format table, the control, the
    reflections side by side, the plots and ``results.json`` under ``--out``.
 
@@ -93,7 +96,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--plain-control",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="after each training failure also ask the plain retry (no reflection) and report "
         "each round's plain second try next to its expected second try, on the same first "
         "attempts; training is unchanged. Shows in which round, if any, the sampling model's "
@@ -109,12 +113,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--round-gate",
         type=float,
-        default=None,
+        default=0.03,
         help="a margin: each round's sample scores the model that drew it (expected second try "
         "on the training problems); a model more than this below the best so far is not "
         "trained on, the next round samples the best again, and the run ends on the best "
         "(one more sample scores the last model). The best model is judged by the mean of its "
-        "samples' scores and never rejected. Runs 12, 18-20 collapsed in later rounds",
+        "samples' scores and never rejected. Runs 12, 18-20 collapsed in later rounds; runs 22 "
+        "and 23 ran with 0.03",
+    )
+    parser.add_argument(
+        "--no-round-gate",
+        dest="round_gate",
+        action="store_const",
+        const=None,
+        help="train every round on the last model (runs 1-21); the guard is then off too",
+    )
+    parser.add_argument(
+        "--guard",
+        default="arithmetic-train",
+        help="forgetting guard, with the round gate: a task set of another skill (disjoint from "
+        "the --forgetting probe) whose greedy first try each round's sample also measures; a "
+        "model that falls more than --guard-margin below the starting model's is rejected and "
+        "never ends the run (runs 22 and 23 lost 2.5 and 3.5 probe points). Never trained on; "
+        "'' turns it off",
+    )
+    parser.add_argument("--guard-tasks", type=int, default=400, help="guard problems a round")
+    parser.add_argument(
+        "--guard-margin", type=float, default=0.01, help="first-try loss the guard lets pass"
     )
     parser.add_argument(
         "--reflection-temperature",
@@ -134,6 +159,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.beyond_plain_retry and args.round_gate is not None:
+        raise SystemExit(
+            "--beyond-plain-retry leaves out the failures a plain retry fixes, and the round gate "
+            "scores a model on all of them: add --no-round-gate (as run 17 ran)"
+        )
+    if args.guard and args.round_gate is not None and args.guard in (args.train, args.forgetting):
+        raise SystemExit(
+            f"--guard {args.guard}: the guard holds another skill than the training set and "
+            "never the probe itself (--forgetting); pick another task set or --guard ''"
+        )
     from rrr_trainer import RRRTrainConfig
     from rrr_trainer.plots import plot_metrics
     from rrr_trainer.rounds import train_rounds
@@ -158,6 +193,11 @@ def main() -> None:
         if name != args.test
     }
     train_tasks = list(get_taskset(args.train).load())[: args.train_tasks]
+    guard = (
+        list(get_taskset(args.guard).load())[: args.guard_tasks]
+        if args.guard and args.round_gate is not None
+        else []
+    )
     forgetting = (
         args.forgetting,
         list(get_taskset(args.forgetting).load())[: args.forgetting_limit],
@@ -261,6 +301,8 @@ def main() -> None:
             beyond_plain=args.beyond_plain_retry,
             plain_control=args.plain_control,
             gate=args.round_gate,
+            guard=guard,
+            guard_margin=args.guard_margin,
         )
         timings["training_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -438,11 +480,12 @@ def _rounds_table(rounds: list[Any]) -> str:
     columns = ["round", "first try (train)", "failures", "plain retry fixed", "learnable"]
     columns += ["all pass", "all fail"]
     columns += ["blank reflections", "repeated reflections", "retry success"]
-    columns += ["expected 2nd try", "plain 2nd try", "gate", "steps", "sample s", "train s"]
+    columns += ["expected 2nd try", "plain 2nd try", "guard 1st try", "gate", "steps"]
+    columns += ["sample s", "train s"]
     lines = []
     for r in rounds:
         s = r.sampled
-        plain = s.plain_second_try_rate
+        plain, guard = s.plain_second_try_rate, s.guard_rate
         lines.append(
             f"| {r.round} | {100 * s.first_try_passed / max(1, s.tasks):.1f} % | {s.failures} | "
             f"{s.plain_recovered if s.plain_asked else '–'} | {s.learnable} | "
@@ -451,7 +494,8 @@ def _rounds_table(rounds: list[Any]) -> str:
             f"{100 * s.repeated_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | "
             f"{100 * s.second_try_rate:.1f} % | "
-            f"{'–' if plain is None else f'{100 * plain:.1f} %'} | {r.gate or '–'} | {r.steps} | "
+            f"{'–' if plain is None else f'{100 * plain:.1f} %'} | "
+            f"{'–' if guard is None else f'{100 * guard:.1f} %'} | {r.gate or '–'} | {r.steps} | "
             f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
         )
     title = "Rounds (sampling with the current model, then offline GRPO):"

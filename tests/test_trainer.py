@@ -727,8 +727,10 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
         kind, problem = behaviour["name"], messages[0]["content"]
         if messages[-1]["content"] == PAPER_MATH:  # task 0's reflections alternate: learnable
             asked[problem] = asked.get(problem, 0) + 1
-            helps = kind == "good" or ("(0)" in problem and asked[problem] % 2 == 1)
+            helps = kind in ("good", "forgets") or ("(0)" in problem and asked[problem] % 2 == 1)
             return "Add them." if helps else "Divide?"
+        if len(messages) == 1 and "2 + 2" in problem:  # the guard: forgotten by one model
+            return "5" if kind == "forgets" else "4"
         if len(messages) == 1:  # first tries: task 1 passes, except under the bad model
             return "42" if "(1)" in problem and kind != "bad" else "7"
         return "42" if "add" in messages[-2]["content"].lower() else "5"
@@ -737,7 +739,7 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
     seen: list[tuple[int, Any]] = []
 
-    def run(plan: dict[int, str], rounds: int, name: str) -> list[Any]:
+    def run(plan: dict[int, str], rounds: int, name: str, guard: Any = ()) -> list[Any]:
         seen.clear()
         asked.clear()
 
@@ -750,7 +752,8 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
                      num_generations=2, output_dir=str(tmp_path / "unused"))  # fmt: skip
         settings = load_settings(log_path=tmp_path / f"{name}.jsonl")
         return train_rounds(tasks, cfg, tmp_path / name, rounds=rounds, sampler=sampler,
-                            settings=settings, gate=0.0, say=lambda _m: None)  # fmt: skip
+                            settings=settings, gate=0.0, guard=guard,
+                            say=lambda _m: None)  # fmt: skip
 
     # base (task 1's first try + half of task 0's retries: 1.5 of 3) → bad (no first try: 0.5
     # of 3): rejected → base again, trained from the start → good (every retry passes: 3 of 3):
@@ -779,6 +782,29 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     assert [(r, p) for r, p in seen] == [(1, None), (2, results[0]), (3, None), (4, results[2])]
     assert results[-1].adapter is None and results[-1].merged is None
 
+    # The forgetting guard: a model whose first try on the guard tasks falls below the starting
+    # model's is rejected and never becomes the best, though it scores highest (1.0 against
+    # 0.5). Without the guard the same models end the run on round 3's, which forgets.
+    guard = [math_task("4", prompt=f"What is 2 + 2? (g{i})") for i in range(4)]
+    plan = {1: "base", 2: "forgets", 3: "base", 4: "forgets"}
+    results = run(plan, 3, "g", guard)
+    assert [(r.round, r.gate, r.steps) for r in results] == [
+        (1, "kept", 1), (2, "rejected", 0), (3, "kept", 1), (4, "scored", 0),
+    ]  # fmt: skip
+    assert [r.sampled.guard_rate for r in results] == [1.0, 0.0, 1.0, 0.0]
+    assert [round(r.sampled.second_try_rate, 3) for r in results] == [0.5, 1.0, 0.5, 1.0]
+    assert [(r, p) for r, p in seen] == [(1, None), (2, results[0]), (3, None), (4, results[2])]
+    assert results[-1].adapter is None  # back to the start: the one model that kept the guard
+    assert results[0].to_dict()["sampled"]["guard_rate"] == 1.0
+    logged = "".join(f.read_text() for f in (tmp_path / "g").glob("round-*/groups.jsonl"))
+    assert "17 + 25" in logged and "2 + 2" not in logged  # the guard is never training data
+    unguarded = run(plan, 3, "u")
+    assert [(r.gate, r.sampled.guard_rate) for r in unguarded][:2] == [("kept", None)] * 2
+    assert unguarded[-1].adapter == unguarded[2].adapter is not None
+
     with pytest.raises(ConfigError, match="beyond_plain"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,
                      sampler=lambda _r, _p: scripted.model, beyond_plain=True)  # fmt: skip
+    with pytest.raises(ConfigError, match="guard"):
+        train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, guard=guard,
+                     sampler=lambda _r, _p: scripted.model)  # fmt: skip

@@ -76,6 +76,9 @@ class GroupReport:
     infrastructure_errors: int = 0
     #: summed over the kept failures: the share of its reflections whose retry earned 1
     reflected_passes: float = 0.0
+    #: the forgetting guard (``guard``): its tasks answered, and the first tries that passed
+    guard_tasks: int = 0
+    guard_passed: int = 0
     seconds: float = 0.0
 
     @property
@@ -95,12 +98,18 @@ class GroupReport:
             return None
         return (self.first_try_passed + self.plain_recovered) / self.tasks
 
+    @property
+    def guard_rate(self) -> float | None:
+        """The sampling model's greedy first try on the guard tasks (None: no guard)."""
+        return self.guard_passed / self.guard_tasks if self.guard_tasks else None
+
     def to_dict(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
         row["retry_success"] = self.retries_passed / self.reflections if self.reflections else 0.0
         row["first_try_rate"] = self.first_try_passed / self.tasks if self.tasks else 0.0
         row["second_try_rate"] = self.second_try_rate
         row["plain_second_try_rate"] = self.plain_second_try_rate
+        row["guard_rate"] = self.guard_rate
         return row
 
 
@@ -122,6 +131,7 @@ def sample_groups(
     beyond_plain: bool = False,
     plain_control: bool = False,
     true_claims: bool = False,
+    guard: Sequence[Task] = (),
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
     """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
@@ -138,7 +148,11 @@ def sample_groups(
     ``plain_control``: the same plain retry after each failure, counted but not acted on: the
     report's :attr:`~GroupReport.plain_second_try_rate` is then the control of its expected
     second try, on the same first attempts, so each round shows whether the sampling model's
-    reflection beats saying nothing."""
+    reflection beats saying nothing.
+
+    ``guard``: tasks of another skill that the model only answers (greedy first tries, no
+    retry, never logged): :attr:`~GroupReport.guard_rate` shows what training costs elsewhere,
+    and the round gate of :func:`train_rounds` can reject a model that forgets."""
 
     def engine(options: LoopOptions, **sampling: Any) -> Engine:
         return Engine.from_settings(
@@ -184,6 +198,15 @@ def sample_groups(
         ]
         failed.append((traj.task, done))
 
+    async def guarded() -> None:
+        first_only = engine(LoopOptions(max_retries=0))
+        async for result in first_only.run_many(list(guard), concurrency=concurrency):
+            if result.trajectory is None:  # an infrastructure failure is never a wrong answer
+                report.infrastructure_errors += 1
+                continue
+            report.guard_tasks += 1
+            report.guard_passed += int(result.trajectory.first_try_passed)
+
     async def go() -> None:
         checks: list[asyncio.Task[None]] = []
         async for result in reflecting.run_many(list(tasks), concurrency=concurrency):
@@ -199,6 +222,8 @@ def sample_groups(
             report.failures += 1
             checks.append(asyncio.create_task(keep(traj)))
         await asyncio.gather(*checks)
+        if guard:
+            await guarded()
 
     asyncio.run(go())
     # Counted once the sample is complete: whether a text repeats depends on all of it.
@@ -270,6 +295,8 @@ def train_rounds(
     beyond_plain: bool = False,
     plain_control: bool = False,
     gate: float | None = None,
+    guard: Sequence[Task] = (),
+    guard_margin: float = 0.01,
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
     """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
@@ -304,6 +331,13 @@ def train_rounds(
     training. Not with ``beyond_plain``, whose samples leave out the failures a plain retry
     fixes.
 
+    ``guard`` (tasks of another skill; with the gate): each sample also measures the sampling
+    model's first try on them (:attr:`GroupReport.guard_rate`). A model whose rate falls more
+    than ``guard_margin`` below the starting model's (round 1's sample) forgets: it is
+    rejected, and never becomes the best, whatever it scores. Runs 22 and 23 ended on models
+    that lost 2.5 and 3.5 points on the untouched probe; the guard holds a disjoint sample of
+    the same skill (the probe itself is never used to choose).
+
     A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
     its sample would not be the model's, and an error is never a task failure.
     """
@@ -314,6 +348,10 @@ def train_rounds(
             "train_rounds: the round gate scores a model on all its failures; with "
             "beyond_plain the sample leaves out those a plain retry fixes: use one of them"
         )
+    if guard and gate is None:
+        raise ConfigError(
+            "train_rounds: the forgetting guard acts through the round gate: set gate"
+        )
     workdir = Path(workdir)
     start = config.init_adapter
     name = sampler or (lambda _r, prev: _embedded_with(prev.adapter if prev else start))
@@ -322,6 +360,8 @@ def train_rounds(
     #: the best-scoring model so far and its scores, one per sample it drew (None inside: the
     #: starting model)
     best: tuple[list[float], RoundResult | None] | None = None
+    #: the starting model's first try on the guard tasks (round 1's sample)
+    guard_base: float | None = None
     results: list[RoundResult] = []
 
     def unchanged(r: int, sampled: GroupReport, verdict: str | None) -> RoundResult:
@@ -345,6 +385,7 @@ def train_rounds(
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
             plain_control=plain_control, true_claims=config.reward_true_claims,
+            guard=guard,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
         if sampled.infrastructure_errors:
@@ -354,21 +395,30 @@ def train_rounds(
             )
         if gate is not None:
             score = sampled.second_try_rate
+            guard_rate = sampled.guard_rate
+            if guard_base is None:
+                guard_base = guard_rate
+            forgets = (
+                guard_rate is not None
+                and guard_base is not None
+                and guard_rate < guard_base - guard_margin
+            )
             if best is not None and best[1] is previous:  # the best model again: pool its scores
                 best[0].append(score)
-            elif best is None or score > statistics.fmean(best[0]):
+            elif best is None or (score > statistics.fmean(best[0]) and not forgets):
                 best = ([score], previous)
             best_score = statistics.fmean(best[0])
             last = r > rounds
-            rejected = best[1] is not previous and score < best_score - gate
+            rejected = best[1] is not previous and (score < best_score - gate or forgets)
             if rejected or (last and best[1] is not previous):
                 previous = best[1]  # back to the best model: the next round samples it
                 adapter = str(previous.adapter) if previous and previous.adapter else start
             if last or rejected:
                 results.append(unchanged(r, sampled, "scored" if last else "rejected"))
                 say(
-                    f"round {r}: the model scores {score:.3f}, the best {best_score:.3f}: "
-                    + ("the run ends on the best" if last else "rejected; back to the best")
+                    f"round {r}: the model scores {score:.3f}, the best {best_score:.3f}"
+                    + (f", guard {guard_rate:.3f} (start {guard_base:.3f})" if forgets else "")
+                    + (": the run ends on the best" if last else ": rejected; back to the best")
                 )
                 continue
         if sampled.learnable == 0:  # no group with differing rewards: nothing to learn from
