@@ -164,7 +164,8 @@ def main() -> None:
             "--beyond-plain-retry leaves out the failures a plain retry fixes, and the round gate "
             "scores a model on all of them: add --no-round-gate (as run 17 ran)"
         )
-    if args.guard and args.round_gate is not None and args.guard in (args.train, args.forgetting):
+    guarding = bool(args.guard) and args.round_gate is not None
+    if guarding and args.guard in (args.train, args.forgetting):
         raise SystemExit(
             f"--guard {args.guard}: the guard holds another skill than the training set and "
             "never the probe itself (--forgetting); pick another task set or --guard ''"
@@ -193,11 +194,7 @@ def main() -> None:
         if name != args.test
     }
     train_tasks = list(get_taskset(args.train).load())[: args.train_tasks]
-    guard = (
-        list(get_taskset(args.guard).load())[: args.guard_tasks]
-        if args.guard and args.round_gate is not None
-        else []
-    )
+    guard = list(get_taskset(args.guard).load())[: args.guard_tasks] if guarding else []
     forgetting = (
         args.forgetting,
         list(get_taskset(args.forgetting).load())[: args.forgetting_limit],

@@ -24,7 +24,14 @@ from ._settings import Settings, load_settings
 from ._types import LoopOptions, ModelOutput, SamplingParams, Task, Trajectory
 from .verifiers import build_verifier
 
-__all__ = ["EvalReport", "ModelEval", "evaluate", "paired_mean_ci", "wilson_interval"]
+__all__ = [
+    "EvalReport",
+    "ModelEval",
+    "evaluate",
+    "first_tries",
+    "paired_mean_ci",
+    "wilson_interval",
+]
 
 Z95 = 1.959963984540054
 
@@ -275,6 +282,21 @@ async def _holds_answer(task: Task, text: str) -> bool:
     return verdict.passed
 
 
+async def first_tries(
+    engine: Engine, tasks: Sequence[Task], *, concurrency: int = 16
+) -> list[bool | None]:
+    """Whether each task's first attempt passed, in the tasks' order (``engine`` built with
+    ``LoopOptions(max_retries=0)`` runs nothing more). None where the run failed on
+    infrastructure: that is never a wrong answer. The forgetting check and the trainer's
+    forgetting guard both read first tries this way."""
+    index = {t.id: i for i, t in enumerate(tasks)}
+    outcomes: list[bool | None] = [None] * len(tasks)
+    async for r in engine.run_many(list(tasks), concurrency=concurrency):
+        if r.trajectory is not None:
+            outcomes[index[r.task.id]] = r.trajectory.first_try_passed
+    return outcomes
+
+
 async def _evaluate_model(
     model: str | None,
     tasks: Sequence[Task],
@@ -335,12 +357,9 @@ async def _evaluate_model(
         await asyncio.gather(*(plain(i, t) for i, t in trajectories.items()))
     if forgetting_tasks is not None:
         first_only = engine(LoopOptions(max_retries=0))
-        f_index = {t.id: i for i, t in enumerate(forgetting_tasks)}
-        outcomes: list[bool | None] = [None] * len(forgetting_tasks)
-        async for r in first_only.run_many(forgetting_tasks, concurrency=concurrency):
-            if r.trajectory is not None:
-                outcomes[f_index[r.task.id]] = r.trajectory.first_try_passed
-        result.forgetting_first = outcomes
+        result.forgetting_first = await first_tries(
+            first_only, forgetting_tasks, concurrency=concurrency
+        )
     return result
 
 

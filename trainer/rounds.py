@@ -45,6 +45,7 @@ from rrr_agent import (
     TrajectoryStore,
     VerifierError,
 )
+from rrr_agent.evaluation import first_tries
 
 from .config import RRRTrainConfig
 from .data import reflection_key, reflection_reward, repeated_reflections
@@ -200,12 +201,10 @@ def sample_groups(
 
     async def guarded() -> None:
         first_only = engine(LoopOptions(max_retries=0))
-        async for result in first_only.run_many(list(guard), concurrency=concurrency):
-            if result.trajectory is None:  # an infrastructure failure is never a wrong answer
-                report.infrastructure_errors += 1
-                continue
-            report.guard_tasks += 1
-            report.guard_passed += int(result.trajectory.first_try_passed)
+        outcomes = await first_tries(first_only, guard, concurrency=concurrency)
+        report.infrastructure_errors += outcomes.count(None)  # never a wrong answer
+        report.guard_tasks += len(outcomes) - outcomes.count(None)
+        report.guard_passed += outcomes.count(True)
 
     async def go() -> None:
         checks: list[asyncio.Task[None]] = []
