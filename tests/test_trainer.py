@@ -378,6 +378,53 @@ def test_offline_accumulates_gradients_and_keeps_save_total_limit(
     assert [json.loads(x)["step"] for x in metrics] == [1, 2, 3, 1, 2, 3]
 
 
+def test_the_anchor_holds_the_policy_to_the_base_model_on_other_work(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """With ``anchor``, each micro-batch also pays the KL to the base model on another task set's
+    texts. The control is the same run with ``anchor_beta=0``: the same groups and anchor texts
+    (one seed), the KL measured but not paid. Paying it leaves the policy closer to the base
+    model on those texts."""
+    from rrr_trainer import train as run_training
+    from rrr_trainer.offline import ANCHOR_TOKENS, anchor_ids
+    from transformers import AutoTokenizer
+
+    from rrr_agent.tasksets import get_taskset
+
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    ids = anchor_ids("gsm8k-test", tok)
+    first = next(iter(get_taskset("gsm8k-test").load()))
+    assert len(ids) == get_taskset("gsm8k-test").count()
+    assert all(2 <= len(x) <= ANCHOR_TOKENS for x in ids)
+    text = tok.decode(ids[0])
+    assert first.user_text()[:40] in text  # the task's messages ...
+    short = next(i for i, x in enumerate(ids) if len(x) < ANCHOR_TOKENS)
+    solution = get_taskset("gsm8k-test").load()
+    solution = next(t for i, t in enumerate(solution) if i == short).metadata
+    assert solution["reference_solution"].split("\n")[0] in tok.decode(ids[short])  # ... + answer
+
+    log = groups_log(tmp_path)
+    kl = {}
+    for beta in (0.0, 50.0):
+        cfg = config(tmp_path, tiny, mode="offline", max_steps=4, per_device_train_batch_size=4,
+                     anchor="gsm8k-test", anchor_beta=beta, anchor_batch=2,
+                     output_dir=str(tmp_path / f"anchor-{beta}"))  # fmt: skip
+        run_training(cfg, [log])
+        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
+        assert rows[0]["anchor_kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
+        kl[beta] = rows[-1]["anchor_kl"]
+    assert kl[0.0] > 0 and kl[50.0] < 0.5 * kl[0.0], kl
+
+    with pytest.raises(ConfigError, match="anchor"):
+        RRRTrainConfig.from_sources(None, mode="online", anchor="gsm8k-test")
+    with pytest.raises(ConfigError, match="anchor_beta"):
+        config(tmp_path, tiny, mode="offline", anchor_beta=-1.0).validate()
+    with pytest.raises(ConfigError, match="unknown task set 'no-such-set'"):
+        run_training(config(tmp_path, tiny, mode="offline", anchor="no-such-set",
+                            output_dir=str(tmp_path / "bad")), [log])  # fmt: skip
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
 def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:
     with pytest.raises(ConfigError) as info:
         RRRTrainConfig.from_sources(None, mode="offline", loss_type="grpo",

@@ -111,6 +111,17 @@ class RRRTrainConfig:
         "one, checked by arithmetic. For arithmetic tasks (Countdown, sums), where a phrase that "
         "only marks the attempt wrong earned as much as a computation (runs 11, 12, 17).",
     )
+    anchor: str | None = _f(
+        None,
+        "Offline mode: a task set of another skill whose texts (each task's messages, and its "
+        "reference solution where the set has one, e.g. gsm8k-test) hold the policy to the "
+        "reference model: a full-vocabulary KL(reference || policy) on every token, weighted by "
+        "anchor_beta. The reward reaches only reflection tokens, but the LoRA changes every "
+        "token; the anchor keeps the rest of the model where it was, as InstructGPT's PPO-ptx "
+        "does with pretraining data. Never the set the forgetting is measured on.",
+    )
+    anchor_beta: float = _f(1.0, "Weight of the anchor's KL (with `anchor`).")
+    anchor_batch: int = _f(2, "Anchor texts per micro-batch (each at most 256 tokens).")
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
@@ -161,6 +172,20 @@ class RRRTrainConfig:
                     + ": it trains on logged reflections without generating, with the token-level "
                     "'dapo' loss; remove these settings or use mode = 'online'"
                 )
+        if self.anchor and self.mode != "offline":
+            raise ConfigError(
+                f"anchor ({self.anchor!r}) is a term of offline mode's loss; use mode = "
+                "'offline' or remove it"
+            )
+        if self.anchor:
+            from rrr_agent.tasksets import tasksets
+
+            if self.anchor not in tasksets():
+                raise ConfigError(
+                    f"anchor: unknown task set {self.anchor!r} (known: {', '.join(tasksets())})"
+                )
+        if self.anchor_beta < 0 or self.anchor_batch < 1:
+            raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")
         if self.init_adapter and not self.use_lora:
             raise ConfigError("init_adapter needs use_lora (an adapter is trained, not the model)")
         if self.gradient_accumulation_steps < 1:
