@@ -151,7 +151,7 @@ def parse_args() -> argparse.Namespace:
         "lost 2.5-5.5 points on the probe. '' (default): off",
     )
     parser.add_argument("--anchor-beta", type=float, default=1.0, help="the anchor's KL weight")
-    parser.add_argument("--anchor-batch", type=int, default=2, help="anchor texts per group")
+    parser.add_argument("--anchor-batch", type=int, default=1, help="anchor texts per group")
     parser.add_argument(
         "--reflection-temperature",
         type=float,

@@ -121,7 +121,7 @@ class RRRTrainConfig:
         "does with pretraining data. Never the set the forgetting is measured on.",
     )
     anchor_beta: float = _f(1.0, "Weight of the anchor's KL (with `anchor`).")
-    anchor_batch: int = _f(2, "Anchor texts per micro-batch (each at most 256 tokens).")
+    anchor_batch: int = _f(1, "Anchor texts per micro-batch (each at most 256 tokens).")
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
