@@ -172,17 +172,17 @@ class RRRTrainConfig:
                     + ": it trains on logged reflections without generating, with the token-level "
                     "'dapo' loss; remove these settings or use mode = 'online'"
                 )
-        if self.anchor and self.mode != "offline":
-            raise ConfigError(
-                f"anchor ({self.anchor!r}) is a term of offline mode's loss; use mode = "
-                "'offline' or remove it"
-            )
         if self.anchor:
             from rrr_agent.tasksets import tasksets
 
-            if self.anchor not in tasksets():
+            if self.mode != "offline":
                 raise ConfigError(
-                    f"anchor: unknown task set {self.anchor!r} (known: {', '.join(tasksets())})"
+                    f"anchor ({self.anchor!r}) is a term of offline mode's loss; use mode = "
+                    "'offline' or remove it"
+                )
+            if self.anchor not in (known := tasksets()):
+                raise ConfigError(
+                    f"anchor: unknown task set {self.anchor!r} (known: {', '.join(known)})"
                 )
         if self.anchor_beta < 0 or self.anchor_batch < 1:
             raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")

@@ -27,12 +27,13 @@ model had it (InstructGPT's PPO-ptx mixes pretraining data in for the same reaso
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import shutil
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,6 +183,17 @@ def anchor_ids(taskset: str, tokenizer: Any) -> list[list[int]]:
     return out
 
 
+@contextlib.contextmanager
+def _reference(model: Any, reference: Any) -> Iterator[Any]:
+    """The reference model to call: ``reference``, or with LoRA (``reference`` None) the policy
+    with its adapter disabled, which is the base model."""
+    if reference is not None:
+        yield reference
+        return
+    with model.disable_adapter():
+        yield model
+
+
 def _anchor_kl(model: Any, reference: Any, ids: list[int]) -> Any:
     """KL(reference || policy) of the next-token distributions along one text, averaged over its
     positions (the full vocabulary, not a sampled estimate: the text was not sampled from the
@@ -189,13 +201,8 @@ def _anchor_kl(model: Any, reference: Any, ids: list[int]) -> Any:
     torch = require_extra("torch", "training")
     batch = torch.tensor([ids])
     logp = torch.log_softmax(model(input_ids=batch).logits[0, :-1].float(), dim=-1)
-    with torch.no_grad():
-        if reference is None:
-            with model.disable_adapter():
-                ref = model(input_ids=batch).logits[0, :-1].float()
-        else:
-            ref = reference(input_ids=batch).logits[0, :-1].float()
-        ref_logp = torch.log_softmax(ref, dim=-1)
+    with torch.no_grad(), _reference(model, reference) as base:
+        ref_logp = torch.log_softmax(base(input_ids=batch).logits[0, :-1].float(), dim=-1)
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
 
 
@@ -319,12 +326,8 @@ def train_offline(
                     old_logps[i, positions] = torch.tensor(lp, dtype=old_logps.dtype)
             ratio = torch.exp(logps - old_logps)
             surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - EPSILON, 1 + EPSILON) * adv)
-            with torch.no_grad():
-                if reference is None:
-                    with model.disable_adapter():
-                        ref_logps, _ = _group_logps(model, prompts, comps, pad)
-                else:
-                    ref_logps, _ = _group_logps(reference, prompts, comps, pad)
+            with torch.no_grad(), _reference(model, reference) as base:
+                ref_logps, _ = _group_logps(base, prompts, comps, pad)
             delta = ref_logps - logps
             kl = torch.exp(delta) - delta - 1
             per_token = -(surrogate - config.beta * kl)
