@@ -384,6 +384,92 @@ def test_a_reflection_must_state_a_true_equation_when_claims_are_checked(tmp_pat
     assert (plain.learnable, plain.all_passed) == (0, 2)
 
 
+def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
+    tmp_path: Path,
+) -> None:
+    """``resubmit_reward``: a reflection whose retry failed by resubmitting the failed answer
+    earns that instead of a failed retry's 0, so a group in which every retry failed is
+    learnable where some retries tried something new. One rule online, offline (from the logged
+    trajectories) and in the round reports, which count such retries either way."""
+    from rrr_trainer import RRRTrainConfig
+    from rrr_trainer.data import build_failure_set, reflection_reward, resubmits
+    from rrr_trainer.grpo import RetryReward
+    from rrr_trainer.offline import _groups
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import ConfigError
+
+    assert resubmits(" 91 / 34", "91 / 34.") and resubmits("41", " 41 ")
+    assert not resubmits("91 - 34", "91 / 34") and not resubmits("41", "42")
+    assert not resubmits("", "") and not resubmits(None, "41")  # a blank is no resubmission
+    assert reflection_reward("Add again.", 0.0, False, (), None, True, -1.0) == -1.0
+    assert reflection_reward("Add again.", 0.0, False, (), None, True) == 0.0  # off unless asked
+    assert reflection_reward("", 0.0, False, (), None, True, -1.0) == -1.0  # before the rest
+    # A retry that passes is never a resubmission's failure (a verifier that changed its mind).
+    assert reflection_reward("Add again.", 1.0, False, (), None, True, -1.0) == 1.0
+    with pytest.raises(ConfigError, match="below 1"):
+        RRRTrainConfig(resubmit_reward=1.0).validate()
+
+    task = math_task(prompt="What is 17 + 25?")
+    retries = {"Add again.": "41", "Say it again.": " 41.", "Carry the one.": "43",
+               "It is 42.": "42"}  # fmt: skip
+    texts = list(retries)
+    reward = RetryReward(tokenizer=None, stop_ids=[], resubmit_reward=-1.0)
+    reward.generate_retries = lambda conversations, kw=None: list(retries.values())  # type: ignore[method-assign]
+    asked = {
+        "prompts": [[{"role": "user", "content": "What is 17 + 25?"}]] * 4,
+        "completions": [[{"role": "assistant", "content": t}] for t in texts],
+        "task": [task.model_dump_json()] * 4,
+        "retry_instruction": ["Try again."] * 4,
+    }
+    assert reward(**asked, failed_answer=["41"] * 4) == [-1.0, -1.0, 0.0, 1.0]
+    assert [row["resubmits"] for row in reward.last] == [True, True, False, False]
+    assert reward(**asked) == [0.0, 0.0, 0.0, 1.0]  # a dataset without the column: no rule
+    assert RetryReward(tokenizer=None, stop_ids=[]).resubmit_reward is None  # off unless asked
+
+    # Sampled groups: every first attempt is "41"; each retry answers its reflection.
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "41"
+        if len(messages) == 3:  # problem, failed attempt, reflection instruction
+            return next(reflections)
+        said = next(t for t in texts if any(m.get("content") == t for m in messages))
+        return retries[said]
+
+    settings = load_settings(log_path=tmp_path / "x.jsonl")
+    sums = ["What is 17 + 25?", "What is 20 + 22?", "What is 40 + 2?"]
+    tasks = [math_task(prompt=p, id=f"t{i}") for i, p in enumerate(sums)]
+    order = ["Add again.", "Carry the one.", "Add again.", "Say it again.", "It is 42.",
+             "Add again."]  # fmt: skip
+
+    def sample(out: str, resubmit: float | None) -> Any:
+        nonlocal reflections
+        reflections = iter(order)
+        model = ScriptedModel(default=reply).model
+        return sample_groups(tasks, model, tmp_path / out, k=2, settings=settings, concurrency=1,
+                             resubmit_reward=resubmit)  # fmt: skip
+
+    reflections = iter(order)
+    plain = sample("a.jsonl", None)
+    # t0: a resubmission and a new wrong answer; t1: two resubmissions; t2: a pass and one.
+    assert (plain.failures, plain.resubmitted, plain.retries_passed) == (3, 4, 1)
+    assert (plain.learnable, plain.all_failed, plain.all_passed) == (1, 2, 0)
+    paid = sample("b.jsonl", -1.0)
+    assert (paid.resubmitted, paid.learnable, paid.all_failed) == (4, 2, 1)
+    assert paid.second_try_rate == plain.second_try_rate  # the gate's score is unchanged
+
+    # Offline, from the logged trajectories: the flag is read from each candidate's retry.
+    examples, _, _ = build_failure_set([tmp_path / "a.jsonl"], holdout_fraction=0.0)
+    by_task = {e.task_id: e for e in examples}
+    assert [c["resubmits"] for c in by_task["t1"].group] == [True, True]
+    assert by_task["t0"].row()["failed_answer"] == "41"  # the online column
+    groups, skipped = _groups(examples)
+    assert len(groups) == 1 and skipped["all rewards equal"] == 2
+    groups, skipped = _groups(examples, resubmit_reward=-1.0)
+    assert sorted(g.rewards for g in groups) == [[-1.0, 0.0], [1.0, -1.0]]
+    assert skipped["all rewards equal"] == 1
+
+
 def test_the_question_of_a_task_is_its_last_user_message() -> None:
     """``Task.user_text()`` is the one reading of "the question": the trainer's claims check,
     the chat's Markdown export and the terminal chat's history all use it. Few-shot turns come

@@ -58,6 +58,7 @@ class FailureExample:
             "prompt": self.prompt,
             "task": self.task_json,
             "retry_instruction": self.retry_instruction,
+            "failed_answer": self.failed_answer,
             "task_id": self.task_id,
             # JSON text: a dict column would become an Arrow struct with a fixed set of keys.
             "template_kwargs": json.dumps(self.chat_template_kwargs, sort_keys=True),
@@ -94,14 +95,20 @@ def reflection_reward(
     reward_blank: bool,
     repeated: Collection[str] = (),
     problem: str | None = None,
+    resubmitted: bool = False,
+    resubmit_reward: float | None = None,
 ) -> float:
     """The reward a reflection earns: its retry's, except that a reflection must carry something.
     A blank reflection earns 0 unless ``reward_blank``, and so does one whose
     :func:`reflection_key` is in ``repeated`` (the same text written for many different problems,
     see :func:`repeated_reflections`). With ``problem`` (the problem's text, see
     :meth:`Task.user_text`), a reflection also earns 0 unless it states a true equation over the
-    problem's own numbers and no false one (:func:`equation_claims`). Online, offline and the
-    round reports all apply this one rule."""
+    problem's own numbers and no false one (:func:`equation_claims`). With ``resubmit_reward``,
+    a reflection whose retry failed by resubmitting the failed answer (``resubmitted``, see
+    :func:`resubmits`) earns that instead, before every other rule: the worst thing a
+    reflection can lead to. Online, offline and the round reports all apply this one rule."""
+    if resubmit_reward is not None and resubmitted and retry_reward < 1.0:
+        return resubmit_reward
     if not (reward_blank or (reflection or "").strip()):
         return 0.0
     if repeated and reflection_key(reflection) in repeated:
@@ -141,6 +148,21 @@ def equation_claims(reflection: str | None, problem: str) -> tuple[int, int]:
         elif a in given and b in given:
             true += 1
     return true, false
+
+
+def answer_key(text: str | None) -> str:
+    """An answer's text as :func:`resubmits` compares it: spacing and a trailing period ignored,
+    everything else (operators, case, digits) kept: "91 / 34" and " 91 / 34." are one answer,
+    "91 - 34" another."""
+    return " ".join((text or "").split()).rstrip(".").rstrip()
+
+
+def resubmits(retry: str | None, failed: str | None) -> bool:
+    """Whether a retry resubmits the failed answer it follows (:func:`answer_key`; a blank
+    answer is never a resubmission). Held-out, runs 25 and 26's trained models did so after 28
+    of 75 and 43 of 80 reflections; the vanilla model after none of 106."""
+    key = answer_key(retry)
+    return bool(key) and key == answer_key(failed)
 
 
 def reflection_key(text: str | None) -> str:
@@ -214,7 +236,8 @@ def _example(traj: Trajectory, prompts: PromptLibrary) -> FailureExample:
             if c.status == "completed" and c.reflection is not None and c.reward is not None:
                 group.append(
                     {"text": c.reflection.text or "", "reward": c.reward,
-                     "logprobs": c.reflection.logprobs}
+                     "logprobs": c.reflection.logprobs,
+                     "resubmits": resubmits(c.retry.text if c.retry else None, first.text)}
                 )  # fmt: skip
     return FailureExample(
         task_json=traj.task.model_dump_json(),

@@ -34,7 +34,13 @@ from rrr_agent import (
 )
 
 from .config import RRRTrainConfig
-from .data import FailureExample, RepeatCounter, reflection_key, reflection_reward
+from .data import (
+    FailureExample,
+    RepeatCounter,
+    reflection_key,
+    reflection_reward,
+    resubmits,
+)
 from .policy import (
     ProgressHook,
     TrainedPolicy,
@@ -83,6 +89,9 @@ class RetryReward:
     #: A reflection must state a true equation over the problem's numbers and no false one
     #: (``reward_true_claims``).
     true_claims: bool = False
+    #: What a reflection earns whose retry failed by resubmitting the failed answer
+    #: (``resubmit_reward``; None: the 0 of any failed retry).
+    resubmit_reward: float | None = None
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
@@ -161,6 +170,7 @@ class RetryReward:
         retry_instruction: list[str],
         template_kwargs: list[str] | None = None,
         log_metric: Any = None,
+        failed_answer: list[str] | None = None,
         **_: Any,
     ) -> list[float]:
         reflections = [
@@ -176,16 +186,20 @@ class RetryReward:
         tasks = [Task.model_validate_json(t) for t in task]
         # Off (max_repeats 0), the counter returns no text at once.
         repeated = self._counter.add((t.id, f) for t, f in zip(tasks, reflections, strict=True))
+        # The failed answer each retry follows (a dataset column since resubmit_reward).
+        failed = failed_answer if failed_answer is not None else [None] * len(retries)
+        again = [resubmits(r, a) for r, a in zip(retries, failed, strict=True)]
         rewards = [
             reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated,
-                              t.user_text() if self.true_claims else None)
-            for t, f, r in zip(tasks, reflections, retries, strict=True)
+                              t.user_text() if self.true_claims else None, a,
+                              self.resubmit_reward)
+            for t, f, r, a in zip(tasks, reflections, retries, again, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?
         holds_answer = [_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
         self.last = [
-            {"reflection": f, "retry": r, "reward": w}
-            for f, r, w in zip(reflections, retries, rewards, strict=True)
+            {"reflection": f, "retry": r, "reward": w, "resubmits": a}
+            for f, r, w, a in zip(reflections, retries, rewards, again, strict=True)
         ]
         if log_metric is not None:
             n = max(len(rewards), 1)
@@ -196,6 +210,7 @@ class RetryReward:
                 hits = sum(reflection_key(f) in repeated for f in reflections)
                 log_metric("rrr/reflection_repeated", hits / n)
             log_metric("rrr/retry_chars", sum(len(r) for r in retries) / n)
+            log_metric("rrr/retry_resubmits", sum(again) / n)
         return rewards
 
 
@@ -285,6 +300,7 @@ def build_trainer(
         reward_blank=config.reward_blank_reflections,
         max_repeats=config.max_reflection_repeats,
         true_claims=config.reward_true_claims,
+        resubmit_reward=config.resubmit_reward,
     )
     trainer = trl.GRPOTrainer(
         model=model,

@@ -84,10 +84,12 @@ def _groups(
     reward_blank: bool = False,
     repeated: Collection[str] = (),
     true_claims: bool = False,
+    resubmit_reward: float | None = None,
 ) -> tuple[list[OfflineGroup], dict[str, int]]:
     """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0, and so
     is a reflection whose key is in ``repeated`` (:func:`_repeated`), and with ``true_claims``
-    one that states no true equation over the problem's numbers (:func:`reflection_reward`)."""
+    one that states no true equation over the problem's numbers; with ``resubmit_reward`` one
+    whose retry resubmitted the failed answer earns that (:func:`reflection_reward`)."""
     usable: list[OfflineGroup] = []
     skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
     for e in examples:
@@ -99,7 +101,15 @@ def _groups(
             continue
         problem = Task.model_validate_json(e.task_json).user_text() if true_claims else None
         rewards = [
-            reflection_reward(c["text"], float(c["reward"]), reward_blank, repeated, problem)
+            reflection_reward(
+                c["text"],
+                float(c["reward"]),
+                reward_blank,
+                repeated,
+                problem,
+                bool(c.get("resubmits")),
+                resubmit_reward,
+            )
             for c in e.group
         ]
         if len(set(rewards)) == 1:
@@ -252,14 +262,16 @@ def train_offline(
 
     repeated = _repeated(examples, config.max_reflection_repeats)
     groups, skipped = _groups(
-        examples, config.reward_blank_reflections, repeated, config.reward_true_claims
-    )
+        examples, config.reward_blank_reflections, repeated, config.reward_true_claims,
+        config.resubmit_reward,
+    )  # fmt: skip
     zeroed = sum(reflection_key(c["text"]) in repeated for e in examples for c in e.group)
     summary = {
         "usable_groups": len(groups),
         "skipped": skipped,
         "repeated_texts": sorted(repeated),
         "repeated_reflections": zeroed,
+        "resubmitted_retries": sum(bool(c.get("resubmits")) for e in examples for c in e.group),
     }
     (output_dir / "offline_groups.json").write_text(json.dumps(summary, indent=2))
     if not groups:

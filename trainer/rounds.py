@@ -48,7 +48,7 @@ from rrr_agent import (
 from rrr_agent.evaluation import first_tries
 
 from .config import RRRTrainConfig
-from .data import reflection_key, reflection_reward, repeated_reflections
+from .data import reflection_key, reflection_reward, repeated_reflections, resubmits
 
 __all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
 
@@ -60,7 +60,9 @@ class GroupReport:
     tasks: int = 0
     first_try_passed: int = 0
     failures: int = 0
-    #: groups where some retries passed and some failed: the only ones with a gradient
+    #: groups whose rewards differ (some retries passed and some failed, or with
+    #: ``resubmit_reward`` some failed retries resubmitted the failed answer and some did not):
+    #: the only ones with a gradient
     learnable: int = 0
     all_passed: int = 0
     all_failed: int = 0
@@ -69,6 +71,8 @@ class GroupReport:
     blank_reflections: int = 0
     #: reflections written for more than ``max_repeats`` of the sample's problems (they earn 0)
     repeated_reflections: int = 0
+    #: failed retries that resubmitted the failed answer (:func:`~rrr_trainer.data.resubmits`)
+    resubmitted: int = 0
     retries_passed: int = 0
     #: failures also asked the plain retry (``plain_control`` or ``beyond_plain``)
     plain_asked: int = 0
@@ -132,6 +136,7 @@ def sample_groups(
     beyond_plain: bool = False,
     plain_control: bool = False,
     true_claims: bool = False,
+    resubmit_reward: float | None = None,
     guard: Sequence[Task] = (),
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
@@ -139,7 +144,9 @@ def sample_groups(
     retries. Failed trajectories (with their groups) are appended to ``out``. The report counts
     groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``, and
     so is one written for more than ``max_repeats`` of the sample's problems (0: off), and with
-    ``true_claims`` one that states no true equation over the problem's numbers, or a false one.
+    ``true_claims`` one that states no true equation over the problem's numbers, or a false one;
+    with ``resubmit_reward`` one whose retry resubmitted the failed answer earns that. Such
+    retries are counted either way (:attr:`GroupReport.resubmitted`).
 
     ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
     evaluation's control asks it). A failure it fixes is counted (``plain_recovered``) and not
@@ -172,8 +179,9 @@ def sample_groups(
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
-    #: per kept failure: its task and its completed (reflection, retry reward) pairs
-    failed: list[tuple[Task, list[tuple[str, float]]]] = []
+    #: per kept failure: its task and its completed (reflection, retry reward, the retry
+    #: resubmitted the failed answer) triples
+    failed: list[tuple[Task, list[tuple[str, float, bool]]]] = []
     gate = asyncio.Semaphore(concurrency)  # plain retries in flight
 
     async def keep(traj: Trajectory) -> None:
@@ -190,8 +198,13 @@ def sample_groups(
                 if beyond_plain:
                     return
         store.append(traj)
+        failed_answer = traj.attempts[0].text
         done = [
-            (c.reflection.text or "", float(c.reward))
+            (
+                c.reflection.text or "",
+                float(c.reward),
+                resubmits(c.retry.text if c.retry else None, failed_answer),
+            )
             for g in traj.groups
             if g.after_attempt == 0
             for c in g.candidates
@@ -227,20 +240,24 @@ def sample_groups(
     asyncio.run(go())
     # Counted once the sample is complete: whether a text repeats depends on all of it.
     repeated = repeated_reflections(
-        ((task.id, text) for task, done in failed for text, _ in done), max_repeats
+        ((task.id, text) for task, done in failed for text, _, _ in done), max_repeats
     )
     for task, done in failed:
         problem = task.user_text() if true_claims else None
-        rewards = [reflection_reward(t, r, reward_blank, repeated, problem) for t, r in done]
+        rewards = [
+            reflection_reward(t, r, reward_blank, repeated, problem, again, resubmit_reward)
+            for t, r, again in done
+        ]
         report.reflections += len(rewards)
-        report.blank_reflections += sum(1 for t, _ in done if not t.strip())
-        report.repeated_reflections += sum(1 for t, _ in done if reflection_key(t) in repeated)
+        report.blank_reflections += sum(1 for t, _, _ in done if not t.strip())
+        report.repeated_reflections += sum(1 for t, _, _ in done if reflection_key(t) in repeated)
+        report.resubmitted += sum(1 for _, _, again in done if again)
         report.retries_passed += sum(1 for r in rewards if r == 1.0)
         if rewards:
             report.reflected_passes += sum(1 for r in rewards if r == 1.0) / len(rewards)
         if rewards and all(r == 1.0 for r in rewards):
             report.all_passed += 1
-        elif rewards and any(r == 1.0 for r in rewards):
+        elif len(set(rewards)) > 1:  # a gradient: with resubmit_reward also among failures
             report.learnable += 1
         else:
             report.all_failed += 1
@@ -384,6 +401,7 @@ def train_rounds(
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
             plain_control=plain_control, true_claims=config.reward_true_claims,
+            resubmit_reward=config.resubmit_reward,
             guard=guard,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
