@@ -379,6 +379,9 @@ def main() -> None:
     (out / "results.md").write_text(table)
     report.plot(out / "accuracy.png")
     plot_metrics(metrics, out / "training.png")
+    # Every step's logged metrics (loss, KL, anchor KL, grad norm), kept with the results: the
+    # scratch folder is not (run 27's anchor KL was lost with it).
+    shutil.copyfile(metrics, out / "metrics.jsonl")
     summary = {
         "command": "python benchmarks/learning.py",
         "args": vars(args),
