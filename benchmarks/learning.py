@@ -457,19 +457,29 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
     label), one JSON line each, written to `out`; returns
     how varied they are: distinct texts, and the commonest text with its share (run 11's
     trained model wrote one phrase for every problem), and how many retries resubmitted the
-    failed answer (runs 25 and 26's trained models: 28 of 75, 43 of 80)."""
+    failed answer (runs 25 and 26's trained models: 28 of 75, 43 of 80), how many reflections
+    would pass as an answer themselves, and after how many of those the retry still failed
+    (run 28: 50 of 90, and 34)."""
     from rrr_trainer.data import resubmits
+
+    from rrr_agent import ModelOutput, build_verifier
 
     summary: dict[str, Any] = {}
     with out.open("w", encoding="utf-8") as fh:
         for label, trajectories in reflected.items():
             texts = []
-            again = 0
+            again = correct = discarded = 0
             for tid, traj in sorted(trajectories.items()):
                 again += resubmits(traj.attempts[-1].text, traj.attempts[0].text)
                 text = traj.reflections[0].text.strip()
                 texts.append(text)
-                row = {"model": label, "task": tid, **_turn(traj), "reflection": text}
+                verifier = build_verifier(traj.task.verifier)
+                holds = verifier.judge_sync(ModelOutput(text=text), traj.task).passed
+                turn = _turn(traj)
+                correct += holds
+                discarded += holds and not turn["retry_passed"]
+                row = {"model": label, "task": tid, **turn, "reflection": text,
+                       "reflection_passes": holds}  # fmt: skip
                 fh.write(json.dumps(row) + "\n")
             common = Counter(texts).most_common(1)
             summary[label] = {
@@ -478,6 +488,8 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
                 "commonest": common[0][0] if common else None,
                 "commonest_share": round(common[0][1] / len(texts), 3) if common else None,
                 "retry_resubmits_failed_answer": again,
+                "reflection_passes": correct,
+                "retry_failed_after_passing_reflection": discarded,
             }
     return summary
 
@@ -549,12 +561,17 @@ def _variety_md(variety: dict[str, Any]) -> str:
         share = "–" if v["commonest_share"] is None else f"{100 * v['commonest_share']:.0f} %"
         commonest = _cell(v["commonest"])
         again = v.get("retry_resubmits_failed_answer", "–")
+        correct = v.get("reflection_passes", "–")
+        discarded = v.get("retry_failed_after_passing_reflection", "–")
         lines.append(
-            f"| {label} | {v['reflections']} | {v['distinct']} | {commonest} | {share} | {again} |"
+            f"| {label} | {v['reflections']} | {v['distinct']} | {commonest} | {share} | {again} | "
+            f"{correct} | {discarded} |"
         )
     title = "How varied the held-out reflections are (all of them: `reflections.jsonl`):"
     columns = ["model", "reflections", "distinct", "commonest", "its share"]
-    return _md_table(title, [*columns, "retry resubmits the failed answer"], lines)
+    columns += ["retry resubmits the failed answer", "reflection passes as an answer"]
+    columns += ["retry failed after a passing reflection"]
+    return _md_table(title, columns, lines)
 
 
 def _examples_md(examples: list[dict[str, Any]]) -> str:
