@@ -120,6 +120,15 @@ def parse_args() -> argparse.Namespace:
         "the vanilla model after none of 106",
     )
     parser.add_argument(
+        "--resubmit-scope",
+        choices=["all", "with_pass"],
+        default="all",
+        help="where --resubmit-reward applies: 'all' groups (run 28), or only groups in which "
+        "some retry passed ('with_pass'), so a group of failures is never learnable by it "
+        "alone. Run 28's trained retry learned to answer something other than its own "
+        "reflection",
+    )
+    parser.add_argument(
         "--round-gate",
         type=float,
         default=0.03,
@@ -304,6 +313,7 @@ def main() -> None:
             max_reflection_repeats=args.max_reflection_repeats,
             reward_true_claims=args.reward_true_claims,
             resubmit_reward=args.resubmit_reward,
+            resubmit_scope=args.resubmit_scope,
             lora_alpha=2 * args.lora_r,
             lr_scheduler_type="constant",
             warmup_ratio=0.0,

@@ -389,10 +389,17 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
 ) -> None:
     """``resubmit_reward``: a reflection whose retry failed by resubmitting the failed answer
     earns that instead of a failed retry's 0, so a group in which every retry failed is
-    learnable where some retries tried something new. One rule online, offline (from the logged
-    trajectories) and in the round reports, which count such retries either way."""
+    learnable where some retries tried something new. With ``resubmit_scope = "with_pass"`` it
+    applies only in groups where some retry passed, so a group of failures is never learnable
+    by it alone. One rule online, offline (from the logged trajectories) and in the round
+    reports, which count such retries either way."""
     from rrr_trainer import RRRTrainConfig
-    from rrr_trainer.data import build_failure_set, reflection_reward, resubmits
+    from rrr_trainer.data import (
+        build_failure_set,
+        reflection_reward,
+        resubmits,
+        scoped_resubmit_reward,
+    )
     from rrr_trainer.grpo import RetryReward
     from rrr_trainer.offline import _groups
     from rrr_trainer.rounds import sample_groups
@@ -409,6 +416,12 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     assert reflection_reward("Add again.", 1.0, False, (), None, True, -1.0) == 1.0
     with pytest.raises(ConfigError, match="below 1"):
         RRRTrainConfig(resubmit_reward=1.0).validate()
+    with pytest.raises(ConfigError, match="resubmit_scope"):
+        RRRTrainConfig(resubmit_reward=-1.0, resubmit_scope="some").validate()  # type: ignore[arg-type]
+    assert scoped_resubmit_reward(-1.0, "all", [0.0, 0.0]) == -1.0
+    assert scoped_resubmit_reward(-1.0, "with_pass", [0.0, 0.0]) is None
+    assert scoped_resubmit_reward(-1.0, "with_pass", [0.0, 1.0]) == -1.0
+    assert scoped_resubmit_reward(None, "with_pass", [1.0]) is None
 
     task = math_task(prompt="What is 17 + 25?")
     retries = {"Add again.": "41", "Say it again.": " 41.", "Carry the one.": "43",
@@ -426,6 +439,14 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     assert [row["resubmits"] for row in reward.last] == [True, True, False, False]
     assert reward(**asked) == [0.0, 0.0, 0.0, 1.0]  # a dataset without the column: no rule
     assert RetryReward(tokenizer=None, stop_ids=[]).resubmit_reward is None  # off unless asked
+    scoped = RetryReward(tokenizer=None, stop_ids=[], resubmit_reward=-1.0,
+                         resubmit_scope="with_pass")  # fmt: skip
+    scoped.generate_retries = lambda conversations, kw=None: list(retries.values())  # type: ignore[method-assign]
+    assert scoped(**asked, failed_answer=["41"] * 4) == [-1.0, -1.0, 0.0, 1.0]  # "42" passed
+    scoped.generate_retries = lambda conversations, kw=None: ["41", " 41.", "43", "44"]  # type: ignore[method-assign]
+    assert scoped(**asked, failed_answer=["41"] * 4) == [0.0, 0.0, 0.0, 0.0]  # all failed
+    reward.generate_retries = scoped.generate_retries  # type: ignore[method-assign]
+    assert reward(**asked, failed_answer=["41"] * 4) == [-1.0, -1.0, 0.0, 0.0]  # scope "all"
 
     # Sampled groups: every first attempt is "41"; each retry answers its reflection.
     def reply(messages: list[dict[str, Any]]) -> str:
@@ -442,12 +463,12 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     order = ["Add again.", "Carry the one.", "Add again.", "Say it again.", "It is 42.",
              "Add again."]  # fmt: skip
 
-    def sample(out: str, resubmit: float | None) -> Any:
+    def sample(out: str, resubmit: float | None, scope: str = "all") -> Any:
         nonlocal reflections
         reflections = iter(order)
         model = ScriptedModel(default=reply).model
         return sample_groups(tasks, model, tmp_path / out, k=2, settings=settings, concurrency=1,
-                             resubmit_reward=resubmit)  # fmt: skip
+                             resubmit_reward=resubmit, resubmit_scope=scope)  # fmt: skip
 
     reflections = iter(order)
     plain = sample("a.jsonl", None)
@@ -457,6 +478,10 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     paid = sample("b.jsonl", -1.0)
     assert (paid.resubmitted, paid.learnable, paid.all_failed) == (4, 2, 1)
     assert paid.second_try_rate == plain.second_try_rate  # the gate's score is unchanged
+    # Only t2 has a passing retry: t0 and t1 stay groups of failures with equal rewards.
+    scoped_report = sample("c.jsonl", -1.0, "with_pass")
+    assert (scoped_report.resubmitted, scoped_report.learnable) == (4, 1)
+    assert scoped_report.all_failed == 2
 
     # Offline, from the logged trajectories: the flag is read from each candidate's retry.
     examples, _, _ = build_failure_set([tmp_path / "a.jsonl"], holdout_fraction=0.0)
@@ -468,6 +493,8 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     groups, skipped = _groups(examples, resubmit_reward=-1.0)
     assert sorted(g.rewards for g in groups) == [[-1.0, 0.0], [1.0, -1.0]]
     assert skipped["all rewards equal"] == 1
+    groups, skipped = _groups(examples, resubmit_reward=-1.0, resubmit_scope="with_pass")
+    assert [g.rewards for g in groups] == [[1.0, -1.0]] and skipped["all rewards equal"] == 2
 
 
 def test_the_question_of_a_task_is_its_last_user_message() -> None:

@@ -120,6 +120,14 @@ class RRRTrainConfig:
         "resubmitted their failed answer after 28 of 75 and 43 of 80 reflections; the vanilla "
         "model after none. None: off. Must be below 1, a passing retry's reward.",
     )
+    resubmit_scope: Literal["all", "with_pass"] = _f(
+        "all",
+        "Where resubmit_reward applies: 'all' groups, or only groups in which some retry passed "
+        "('with_pass'), where it ranks a resubmission below the other failures next to a "
+        "success and never makes a group of failures learnable on its own. In run 28 ('all') "
+        "most trained groups were such all-failed groups and the trained retry learned to "
+        "answer something other than what came before, its own reflection included.",
+    )
     anchor: str | None = _f(
         None,
         "Offline mode: a task set of another skill whose texts (each task's messages, and its "
@@ -197,6 +205,10 @@ class RRRTrainConfig:
             raise ConfigError(
                 f"resubmit_reward ({self.resubmit_reward}) must be below 1, the reward of a "
                 "passing retry: resubmitting a failed answer is never worth a pass"
+            )
+        if self.resubmit_scope not in ("all", "with_pass"):
+            raise ConfigError(
+                f"resubmit_scope must be 'all' or 'with_pass', not {self.resubmit_scope!r}"
             )
         if self.anchor_beta < 0 or self.anchor_batch < 1:
             raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")

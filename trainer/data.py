@@ -120,6 +120,18 @@ def reflection_reward(
     return retry_reward
 
 
+def scoped_resubmit_reward(
+    resubmit_reward: float | None, scope: str, retry_rewards: Collection[float]
+) -> float | None:
+    """The ``resubmit_reward`` one group's reflections are scored with (:func:`reflection_reward`):
+    itself with ``scope`` 'all'; with 'with_pass' only where some retry of the group
+    (``retry_rewards``) passed, and None (off) elsewhere, so that the rule ranks a resubmission
+    below the group's other failures but never makes a group of failures learnable by itself."""
+    if resubmit_reward is None or scope == "all":
+        return resubmit_reward
+    return resubmit_reward if any(r >= 1.0 for r in retry_rewards) else None
+
+
 _NUMBER = r"\d+(?:\.\d+)?"
 #: "a op b = c" once operators are normalised as the Countdown verifier reads them (× ÷ − –
 #: and LaTeX), and "x" for times: operands unsigned, the result may be negative ("34 - 91 = -57").

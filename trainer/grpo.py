@@ -40,6 +40,7 @@ from .data import (
     reflection_key,
     reflection_reward,
     resubmits,
+    scoped_resubmit_reward,
 )
 from .policy import (
     ProgressHook,
@@ -92,6 +93,9 @@ class RetryReward:
     #: What a reflection earns whose retry failed by resubmitting the failed answer
     #: (``resubmit_reward``; None: the 0 of any failed retry).
     resubmit_reward: float | None = None
+    #: Where it applies (``resubmit_scope``): 'all' groups, or 'with_pass', only the groups
+    #: (a problem's completions in this call) in which some retry passed.
+    resubmit_scope: str = "all"
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
@@ -189,11 +193,16 @@ class RetryReward:
         # The failed answer each retry follows (a dataset column since resubmit_reward).
         failed = failed_answer if failed_answer is not None else [None] * len(retries)
         again = [resubmits(r, a) for r, a in zip(retries, failed, strict=True)]
+        passed = [1.0 if _passes(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
+        group: dict[str, list[float]] = {}  # a problem's completions in this call are its group
+        for t, p in zip(tasks, passed, strict=True):
+            group.setdefault(t.id, []).append(p)
         rewards = [
-            reflection_reward(f, 1.0 if _passes(t, r) else 0.0, self.reward_blank, repeated,
+            reflection_reward(f, p, self.reward_blank, repeated,
                               t.user_text() if self.true_claims else None, a,
-                              self.resubmit_reward)
-            for t, f, r, a in zip(tasks, reflections, retries, again, strict=True)
+                              scoped_resubmit_reward(self.resubmit_reward, self.resubmit_scope,
+                                                     group[t.id]))
+            for t, f, p, a in zip(tasks, reflections, passed, again, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?
         holds_answer = [_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
@@ -301,6 +310,7 @@ def build_trainer(
         max_repeats=config.max_reflection_repeats,
         true_claims=config.reward_true_claims,
         resubmit_reward=config.resubmit_reward,
+        resubmit_scope=config.resubmit_scope,
     )
     trainer = trl.GRPOTrainer(
         model=model,

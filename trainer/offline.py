@@ -47,6 +47,7 @@ from .data import (
     reflection_key,
     reflection_reward,
     repeated_reflections,
+    scoped_resubmit_reward,
 )
 from .policy import (
     ProgressHook,
@@ -85,11 +86,13 @@ def _groups(
     repeated: Collection[str] = (),
     true_claims: bool = False,
     resubmit_reward: float | None = None,
+    resubmit_scope: str = "all",
 ) -> tuple[list[OfflineGroup], dict[str, int]]:
     """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0, and so
     is a reflection whose key is in ``repeated`` (:func:`_repeated`), and with ``true_claims``
     one that states no true equation over the problem's numbers; with ``resubmit_reward`` one
-    whose retry resubmitted the failed answer earns that (:func:`reflection_reward`)."""
+    whose retry resubmitted the failed answer earns that (:func:`reflection_reward`), in the
+    groups ``resubmit_scope`` names (:func:`scoped_resubmit_reward`)."""
     usable: list[OfflineGroup] = []
     skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
     for e in examples:
@@ -100,6 +103,9 @@ def _groups(
             skipped["fewer than 2 reflections"] += 1
             continue
         problem = Task.model_validate_json(e.task_json).user_text() if true_claims else None
+        paid = scoped_resubmit_reward(
+            resubmit_reward, resubmit_scope, [float(c["reward"]) for c in e.group]
+        )
         rewards = [
             reflection_reward(
                 c["text"],
@@ -108,7 +114,7 @@ def _groups(
                 repeated,
                 problem,
                 bool(c.get("resubmits")),
-                resubmit_reward,
+                paid,
             )
             for c in e.group
         ]
@@ -263,7 +269,7 @@ def train_offline(
     repeated = _repeated(examples, config.max_reflection_repeats)
     groups, skipped = _groups(
         examples, config.reward_blank_reflections, repeated, config.reward_true_claims,
-        config.resubmit_reward,
+        config.resubmit_reward, config.resubmit_scope,
     )  # fmt: skip
     zeroed = sum(reflection_key(c["text"]) in repeated for e in examples for c in e.group)
     summary = {

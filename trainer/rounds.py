@@ -48,7 +48,13 @@ from rrr_agent import (
 from rrr_agent.evaluation import first_tries
 
 from .config import RRRTrainConfig
-from .data import reflection_key, reflection_reward, repeated_reflections, resubmits
+from .data import (
+    reflection_key,
+    reflection_reward,
+    repeated_reflections,
+    resubmits,
+    scoped_resubmit_reward,
+)
 
 __all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
 
@@ -137,6 +143,7 @@ def sample_groups(
     plain_control: bool = False,
     true_claims: bool = False,
     resubmit_reward: float | None = None,
+    resubmit_scope: str = "all",
     guard: Sequence[Task] = (),
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
@@ -145,7 +152,8 @@ def sample_groups(
     groups as training sees them: a blank reflection's reward is 0 unless ``reward_blank``, and
     so is one written for more than ``max_repeats`` of the sample's problems (0: off), and with
     ``true_claims`` one that states no true equation over the problem's numbers, or a false one;
-    with ``resubmit_reward`` one whose retry resubmitted the failed answer earns that. Such
+    with ``resubmit_reward`` one whose retry resubmitted the failed answer earns that, in the
+    groups ``resubmit_scope`` names (:func:`~rrr_trainer.data.scoped_resubmit_reward`). Such
     retries are counted either way (:attr:`GroupReport.resubmitted`).
 
     ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
@@ -244,8 +252,9 @@ def sample_groups(
     )
     for task, done in failed:
         problem = task.user_text() if true_claims else None
+        paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, _ in done])
         rewards = [
-            reflection_reward(t, r, reward_blank, repeated, problem, again, resubmit_reward)
+            reflection_reward(t, r, reward_blank, repeated, problem, again, paid)
             for t, r, again in done
         ]
         report.reflections += len(rewards)
@@ -401,7 +410,7 @@ def train_rounds(
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
             plain_control=plain_control, true_claims=config.reward_true_claims,
-            resubmit_reward=config.resubmit_reward,
+            resubmit_reward=config.resubmit_reward, resubmit_scope=config.resubmit_scope,
             guard=guard,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
