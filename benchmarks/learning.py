@@ -470,9 +470,7 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
     failed answer (runs 25 and 26's trained models: 28 of 75, 43 of 80), how many reflections
     would pass as an answer themselves, and after how many of those the retry still failed
     (run 28: 50 of 90, and 34)."""
-    from rrr_trainer.data import resubmits
-
-    from rrr_agent import ModelOutput, build_verifier
+    from rrr_trainer.data import resubmits, text_passes
 
     summary: dict[str, Any] = {}
     with out.open("w", encoding="utf-8") as fh:
@@ -483,8 +481,7 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
                 again += resubmits(traj.attempts[-1].text, traj.attempts[0].text)
                 text = traj.reflections[0].text.strip()
                 texts.append(text)
-                verifier = build_verifier(traj.task.verifier)
-                holds = verifier.judge_sync(ModelOutput(text=text), traj.task).passed
+                holds = text_passes(traj.task, text)
                 turn = _turn(traj)
                 correct += holds
                 discarded += holds and not turn["retry_passed"]

@@ -22,8 +22,10 @@ from typing import Any
 
 from rrr_agent import (
     LogFileError,
+    ModelOutput,
     PromptLibrary,
     ReadReport,
+    Task,
     Trajectory,
     TrajectoryFilter,
     VerifierSpecError,
@@ -118,6 +120,13 @@ def reflection_reward(
         if false or not true:
             return 0.0
     return retry_reward
+
+
+def text_passes(task: Task, text: str) -> bool:
+    """Whether ``text`` passes as the task's answer, by its verifier's one sync judgement: a
+    retry online, and a reflection read as an answer (the online metric and the benchmark's
+    held-out count)."""
+    return build_verifier(task.verifier).judge_sync(ModelOutput(text=text), task).passed
 
 
 def scoped_resubmit_reward(

@@ -25,10 +25,8 @@ from typing import Any
 from rrr_agent import (
     ConfigError,
     JsonlAppender,
-    ModelOutput,
     Reflection,
     Task,
-    build_verifier,
     require_extra,
     retry_messages,
 )
@@ -41,6 +39,7 @@ from .data import (
     reflection_reward,
     resubmits,
     scoped_resubmit_reward,
+    text_passes,
 )
 from .policy import (
     ProgressHook,
@@ -65,10 +64,6 @@ def shared_template_kwargs(examples: list[FailureExample]) -> dict[str, Any]:
             + "); train one rendering style per run (filter the logs by family)"
         )
     return json.loads(found.pop()) if found else {}
-
-
-def _passes(task: Task, text: str) -> bool:
-    return build_verifier(task.verifier).judge_sync(ModelOutput(text=text), task).passed
 
 
 @dataclass
@@ -193,7 +188,7 @@ class RetryReward:
         # The failed answer each retry follows (a dataset column since resubmit_reward).
         failed = failed_answer if failed_answer is not None else [None] * len(retries)
         again = [resubmits(r, a) for r, a in zip(retries, failed, strict=True)]
-        passed = [1.0 if _passes(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
+        passed = [1.0 if text_passes(t, r) else 0.0 for t, r in zip(tasks, retries, strict=True)]
         group: dict[str, list[float]] = {}  # a problem's completions in this call are its group
         for t, p in zip(tasks, passed, strict=True):
             group.setdefault(t.id, []).append(p)
@@ -205,7 +200,7 @@ class RetryReward:
             for t, f, p, a in zip(tasks, reflections, passed, again, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?
-        holds_answer = [_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
+        holds_answer = [text_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
         self.last = [
             {"reflection": f, "retry": r, "reward": w, "resubmits": a}
             for f, r, w, a in zip(reflections, retries, rewards, again, strict=True)
