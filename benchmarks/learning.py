@@ -181,6 +181,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=32, help="attempts and retries")
     parser.add_argument("--forgetting", default="arithmetic-test")
     parser.add_argument("--forgetting-limit", type=int, default=200)
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help="a folder of prompt files that override the shipped ones (the prompts_dir setting), "
+        "for the vanilla and the trained model alike, e.g. benchmarks/prompts/use-reflection "
+        "(run 31: the retry after a reflection is asked to use it). Trajectories record each "
+        "prompt's hash",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -199,6 +207,8 @@ def main() -> None:
             f"--guard {args.guard}: the guard holds another skill than the training set and "
             "never the probe itself (--forgetting); pick another task set or --guard ''"
         )
+    if args.prompts and not Path(args.prompts).is_dir():
+        raise SystemExit(f"--prompts {args.prompts}: no such folder of prompt files")
     if args.anchor:
         from rrr_agent.tasksets import get_taskset as taskset
 
@@ -251,7 +261,9 @@ def main() -> None:
     try:
 
         def run_eval(model: str, log: str, taskset: str | None = None) -> Any:
-            settings = load_settings(api_base=server.base_url, log_path=work / log)
+            settings = load_settings(
+                api_base=server.base_url, log_path=work / log, prompts_dir=args.prompts
+            )
             report = evaluate(
                 also[taskset] if taskset else heldout,
                 [model],
@@ -334,7 +346,9 @@ def main() -> None:
             work / "rounds",
             rounds=args.rounds,
             sampler=sampler,
-            settings=load_settings(api_base=server.base_url, log_path=work / "unused.jsonl"),
+            settings=load_settings(
+                api_base=server.base_url, log_path=work / "unused.jsonl", prompts_dir=args.prompts
+            ),
             max_tokens=args.max_tokens,
             reflection_temperature=args.reflection_temperature,
             stop=stop,
