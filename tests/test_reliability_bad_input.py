@@ -154,3 +154,34 @@ def test_bad_input_is_a_clear_error(
         assert not (tmp_path / "home" / rel).exists(), f"home/{rel} was (half-)written"
     created = {p for p in tmp_path.rglob("*")} - before
     assert not [p for p in created if p.suffix in (".tmp", ".partial")], created
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["--prompts", str(tmp_path / "nope"), "--out", str(out), "--work", str(work)]
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), *args],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert f"--prompts {tmp_path / 'nope'}: no such folder of prompt files" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not work.exists()
+
+
+def test_a_prompts_folder_overrides_only_the_files_it_holds() -> None:
+    """Run 31's folder: the retry after a reflection changes; the reflection prompt and the
+    plain-retry control stay the shipped wording, so vanilla and trained meet the same control."""
+    from rrr_agent import PromptLibrary, load_settings
+
+    settings = load_settings(prompts_dir=ROOT / "benchmarks" / "prompts" / "use-reflection")
+    over, shipped = PromptLibrary(settings.prompts_dir), PromptLibrary()
+    assert over.get("retry", "countdown2").text == "Use the reflection. Equation:"
+    assert shipped.get("retry", "countdown2").text == "Try again. Equation:"
+    for kind in ("reflection", "plain_retry"):
+        assert over.get(kind, "countdown2") == shipped.get(kind, "countdown2")
+    assert over.get("retry", "countdown2").version != shipped.get("retry", "countdown2").version
