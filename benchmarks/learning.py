@@ -171,6 +171,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--anchor-beta", type=float, default=1.0, help="the anchor's KL weight")
     parser.add_argument("--anchor-batch", type=int, default=1, help="anchor texts per group")
     parser.add_argument(
+        "--retry-anchor-beta",
+        type=float,
+        default=None,
+        help="hold the retry to the base model: each group also pays this times the "
+        "full-vocabulary KL over one logged retry's tokens, given its reflection (run 31's "
+        "trained retry wrote a sum whatever the reflection said). 0: measured, not paid. "
+        "Default: off",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -338,6 +347,7 @@ def main() -> None:
             anchor=args.anchor or None,
             anchor_beta=args.anchor_beta,
             anchor_batch=args.anchor_batch,
+            retry_anchor_beta=args.retry_anchor_beta,
         )
         t = time.perf_counter()
         rounds = train_rounds(

@@ -423,6 +423,56 @@ def test_the_anchor_holds_the_policy_to_the_base_model_on_other_work(
     assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
+def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """With ``retry_anchor_beta``, each group also pays the KL to the base model over one logged
+    retry's tokens, in the conversation that led to it (prompt, reflection, retry instruction).
+    The control is the same seeded run with ``retry_anchor_beta=0``: the KL measured, not paid.
+    Paying it leaves the retry closer to the base model's."""
+    from rrr_trainer import train as run_training
+    from rrr_trainer.offline import OfflineGroup, retry_anchor_ids
+    from transformers import AutoTokenizer
+
+    log = groups_log(tmp_path)
+    train, _, _ = build_failure_set([log], holdout_fraction=0.0)
+    e = train[0]
+    assert sorted(c["retry"] for c in e.group) == ["42", "42", "5", "5"]  # logged with the group
+    group = OfflineGroup(
+        prompt=e.prompt, reflections=[c["text"] for c in e.group],
+        rewards=[c["reward"] for c in e.group], retries=[c["retry"] for c in e.group],
+        retry_instruction=e.retry_instruction, chat_template_kwargs=e.chat_template_kwargs,
+    )  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    cfg = config(tmp_path, tiny, mode="offline")
+    i = group.reflections.index("Maybe multiply.")
+    found = retry_anchor_ids(group, i, tok, cfg, tok.eos_token_id)
+    assert found is not None
+    ids, n = found
+    assert ids[-1] == tok.eos_token_id and tok.decode(ids[-n:-1]).strip() == "5"  # its retry
+    head = tok.decode(ids[:-n])
+    assert e.prompt[-1]["content"] in head  # the reflection prompt, then ...
+    assert head.rindex("Maybe multiply.") < head.rindex(e.retry_instruction)  # its reflection
+    assert "I should add." not in head  # ... and no other branch's
+    group.retries[i] = None  # a retry that never finished holds nothing
+    assert retry_anchor_ids(group, i, tok, cfg, tok.eos_token_id) is None
+
+    kl = {}
+    for beta in (0.0, 50.0):
+        cfg = config(tmp_path, tiny, mode="offline", max_steps=4, retry_anchor_beta=beta,
+                     output_dir=str(tmp_path / f"retry-anchor-{beta}"))  # fmt: skip
+        run_training(cfg, [log])
+        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
+        assert rows[0]["retry_kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
+        kl[beta] = rows[-1]["retry_kl"]
+    assert kl[0.0] > 0 and kl[50.0] < 0.5 * kl[0.0], kl
+
+    with pytest.raises(ConfigError, match="retry_anchor_beta"):
+        RRRTrainConfig.from_sources(None, mode="online", retry_anchor_beta=1.0)
+    with pytest.raises(ConfigError, match="retry_anchor_beta"):
+        config(tmp_path, tiny, mode="offline", retry_anchor_beta=-1.0).validate()
+
+
 def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:
     with pytest.raises(ConfigError) as info:
         RRRTrainConfig.from_sources(None, mode="offline", loss_type="grpo",

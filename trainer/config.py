@@ -139,6 +139,14 @@ class RRRTrainConfig:
     )
     anchor_beta: float = _f(1.0, "Weight of the anchor's KL (with `anchor`).")
     anchor_batch: int = _f(1, "Anchor texts per micro-batch (each at most 256 tokens).")
+    retry_anchor_beta: float | None = _f(
+        None,
+        "Offline mode: hold the retry to the reference model. Each group also reads one logged "
+        "retry, after one of its reflections, and pays this times the full-vocabulary "
+        "KL(reference || policy) over the retry's tokens, so the retry keeps doing with a "
+        "reflection what the reference model did (the reward still reaches only reflections). "
+        "None: off; 0: measured (metrics' retry_kl), not paid.",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
@@ -210,6 +218,14 @@ class RRRTrainConfig:
             raise ConfigError(
                 f"resubmit_scope must be 'all' or 'with_pass', not {self.resubmit_scope!r}"
             )
+        if self.retry_anchor_beta is not None:
+            if self.mode != "offline":
+                raise ConfigError(
+                    "retry_anchor_beta is a term of offline mode's loss; use mode = 'offline' "
+                    "or remove it"
+                )
+            if self.retry_anchor_beta < 0:
+                raise ConfigError(f"retry_anchor_beta ({self.retry_anchor_beta}) must be 0 or more")
         if self.anchor_beta < 0 or self.anchor_batch < 1:
             raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")
         if self.init_adapter and not self.use_lora:

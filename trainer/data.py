@@ -258,6 +258,7 @@ def _example(traj: Trajectory, prompts: PromptLibrary) -> FailureExample:
                 group.append(
                     {"text": c.reflection.text or "", "reward": c.reward,
                      "logprobs": c.reflection.logprobs,
+                     "retry": c.retry.text if c.retry else None,
                      "resubmits": resubmits(c.retry.text if c.retry else None, first.text)}
                 )  # fmt: skip
     return FailureExample(

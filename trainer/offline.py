@@ -23,6 +23,15 @@ lost 2.5-5.5 points on an untouched skill. With an anchor, each micro-batch also
 it has one) and adds ``anchor_beta`` times the full-vocabulary KL(reference || policy), averaged
 over their tokens: the policy's next-token distribution on other work is held where the base
 model had it (InstructGPT's PPO-ptx mixes pretraining data in for the same reason).
+
+The retry anchor (``config.retry_anchor_beta``). A reflection's reward is whether the retry after
+it passed, so it pays for what the retry does with the reflection. The retry is never rewarded,
+but it moves with the shared adapter: in learning run 31 the trained retry wrote a sum whatever
+its reflection said (82 of 84 held-out retries), and wrong reflections before a passing sum were
+rewarded. With the retry anchor, each group also reads one of its logged retries, after a
+reflection drawn at random, and adds ``retry_anchor_beta`` times the full-vocabulary
+KL(reference || policy) over the retry's tokens: the retry given a reflection stays where the
+reference model had it. The reward still reaches only reflection tokens.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from rrr_agent import DataError, JsonlAppender, Task, require_extra
+from rrr_agent import DataError, JsonlAppender, Reflection, Task, require_extra, retry_messages
 
 from .config import RRRTrainConfig
 from .data import (
@@ -58,7 +67,13 @@ from .policy import (
     with_adapter,
 )
 
-__all__ = ["OfflineGroup", "anchor_ids", "group_advantages", "train_offline"]
+__all__ = [
+    "OfflineGroup",
+    "anchor_ids",
+    "group_advantages",
+    "retry_anchor_ids",
+    "train_offline",
+]
 
 EPSILON = 0.2
 #: The longest anchor text, in tokens (longer ones are cut at the end).
@@ -72,6 +87,10 @@ class OfflineGroup:
     rewards: list[float]
     logprobs: list[list[float] | None] = field(default_factory=list)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The logged retry after each reflection (None where none finished) and its instruction:
+    #: what ``retry_anchor_beta`` holds to the reference model.
+    retries: list[str | None] = field(default_factory=list)
+    retry_instruction: str = ""
 
 
 def group_advantages(rewards: list[float]) -> list[float]:
@@ -128,6 +147,8 @@ def _groups(
                 rewards=rewards,
                 logprobs=[c.get("logprobs") for c in e.group],
                 chat_template_kwargs=e.chat_template_kwargs,
+                retries=[c.get("retry") for c in e.group],
+                retry_instruction=e.retry_instruction,
             )
         )
     return usable, skipped
@@ -210,15 +231,39 @@ def _reference(model: Any, reference: Any) -> Iterator[Any]:
         yield model
 
 
-def _anchor_kl(model: Any, reference: Any, ids: list[int]) -> Any:
+def retry_anchor_ids(
+    group: OfflineGroup, i: int, tokenizer: Any, config: RRRTrainConfig, end_token: int
+) -> tuple[list[int], int] | None:
+    """The ids of the conversation that led to reflection ``i``'s logged retry: the reflection
+    prompt, the reflection, the retry instruction, then the retry and the end token (encoded as
+    :func:`_encode` encodes a reflection), and how many ids at the end are the retry's. None when
+    no retry was logged after that reflection."""
+    retry = group.retries[i] if i < len(group.retries) else None
+    if retry is None:
+        return None
+    messages = retry_messages(
+        group.prompt, Reflection(text=group.reflections[i]), group.retry_instruction
+    )
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, **group.chat_template_kwargs
+    )
+    head = tokenizer(text, add_special_tokens=False).input_ids
+    tail = tokenizer(" " + retry.strip(), add_special_tokens=False).input_ids
+    tail = [*tail[: config.max_reflection_tokens], end_token]
+    return [*head, *tail], len(tail)
+
+
+def _anchor_kl(model: Any, reference: Any, ids: list[int], last: int | None = None) -> Any:
     """KL(reference || policy) of the next-token distributions along one text, averaged over its
-    positions (the full vocabulary, not a sampled estimate: the text was not sampled from the
-    policy)."""
+    positions, or over the positions that predict its ``last`` tokens (the full vocabulary, not
+    a sampled estimate: the text was not sampled from the policy)."""
     torch = require_extra("torch", "training")
     batch = torch.tensor([ids])
-    logp = torch.log_softmax(model(input_ids=batch).logits[0, :-1].float(), dim=-1)
+    keep = {} if last is None else {"logits_to_keep": last + 1}
+    logp = torch.log_softmax(model(input_ids=batch, **keep).logits[0, :-1].float(), dim=-1)
     with torch.no_grad(), _reference(model, reference) as base:
-        ref_logp = torch.log_softmax(base(input_ids=batch).logits[0, :-1].float(), dim=-1)
+        ref_logits = base(input_ids=batch, **keep).logits[0, :-1]
+        ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
 
 
@@ -330,7 +375,7 @@ def train_offline(
     while step < steps:
         optimizer.zero_grad()
         seen: list[OfflineGroup] = []
-        losses, kls, corrected, anchor_kls = [], [], [], []
+        losses, kls, corrected, anchor_kls, retry_kls = [], [], [], [], []
         for _ in range(accumulate):  # gradient accumulation: one update per `accumulate` batches
             batch = [rng.choice(groups) for _ in range(groups_per_micro)]
             seen += batch
@@ -360,6 +405,18 @@ def train_offline(
                 anchor_kl = _anchor_kl(model, reference, rng.choice(anchors))
                 (config.anchor_beta * anchor_kl / (accumulate * config.anchor_batch)).backward()
                 anchor_kls.append(float(anchor_kl.detach()))
+            for g in batch if config.retry_anchor_beta is not None else ():
+                # one retry of each group, after a reflection drawn at random: the reward never
+                # reaches retry tokens, but the adapter moves them; this holds them where the
+                # reference model had them, so the retry keeps following its reflection
+                held = [i for i, r in enumerate(g.retries) if r is not None]
+                if not held:
+                    continue
+                found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
+                assert found is not None
+                retry_kl = _anchor_kl(model, reference, found[0], last=found[1])
+                (config.retry_anchor_beta * retry_kl / (accumulate * len(batch))).backward()
+                retry_kls.append(float(retry_kl.detach()))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -381,6 +438,8 @@ def train_offline(
         }
         if anchor_kls:
             row["anchor_kl"] = sum(anchor_kls) / len(anchor_kls)
+        if retry_kls:
+            row["retry_kl"] = sum(retry_kls) / len(retry_kls)
         metrics.append(row)
         log_history.append(row)
         if progress is not None:
