@@ -378,6 +378,25 @@ def test_offline_accumulates_gradients_and_keeps_save_total_limit(
     assert [json.loads(x)["step"] for x in metrics] == [1, 2, 3, 1, 2, 3]
 
 
+def paid_and_unpaid(
+    tmp_path: Path, tiny: Path, log: Path, metric: str, weight: str, **kw: Any
+) -> None:
+    """The same seeded offline run with the KL term ``weight`` at 0 (measured, not paid) and at
+    50: the term starts at 0 (LoRA B is zero), grows unpaid, and paying it halves it at least."""
+    from rrr_trainer import train as run_training
+
+    kl = {}
+    for beta in (0.0, 50.0):
+        out = str(tmp_path / f"{weight}-{beta}")
+        cfg = config(tmp_path, tiny, mode="offline", max_steps=4, per_device_train_batch_size=4,
+                     output_dir=out, **{weight: beta}, **kw)  # fmt: skip
+        run_training(cfg, [log])
+        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
+        assert rows[0][metric] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
+        kl[beta] = rows[-1][metric]
+    assert kl[0.0] > 0 and kl[50.0] < 0.5 * kl[0.0], kl
+
+
 def test_the_anchor_holds_the_policy_to_the_base_model_on_other_work(
     tmp_path: Path, tiny: Path
 ) -> None:
@@ -402,16 +421,8 @@ def test_the_anchor_holds_the_policy_to_the_base_model_on_other_work(
     assert solution.split("\n")[0] in tok.decode(ids[short])  # ... and its worked solution
 
     log = groups_log(tmp_path)
-    kl = {}
-    for beta in (0.0, 50.0):
-        cfg = config(tmp_path, tiny, mode="offline", max_steps=4, per_device_train_batch_size=4,
-                     anchor="gsm8k-test", anchor_beta=beta, anchor_batch=2,
-                     output_dir=str(tmp_path / f"anchor-{beta}"))  # fmt: skip
-        run_training(cfg, [log])
-        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
-        assert rows[0]["anchor_kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
-        kl[beta] = rows[-1]["anchor_kl"]
-    assert kl[0.0] > 0 and kl[50.0] < 0.5 * kl[0.0], kl
+    paid_and_unpaid(tmp_path, tiny, log, "anchor_kl", "anchor_beta",
+                    anchor="gsm8k-test", anchor_batch=2)  # fmt: skip
 
     with pytest.raises(ConfigError, match="anchor"):
         RRRTrainConfig.from_sources(None, mode="online", anchor="gsm8k-test")
@@ -430,7 +441,6 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
     retry's tokens, in the conversation that led to it (prompt, reflection, retry instruction).
     The control is the same seeded run with ``retry_anchor_beta=0``: the KL measured, not paid.
     Paying it leaves the retry closer to the base model's."""
-    from rrr_trainer import train as run_training
     from rrr_trainer.offline import OfflineGroup, retry_anchor_ids
     from transformers import AutoTokenizer
 
@@ -457,15 +467,7 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
     group.retries[i] = None  # a retry that never finished holds nothing
     assert retry_anchor_ids(group, i, tok, cfg, tok.eos_token_id) is None
 
-    kl = {}
-    for beta in (0.0, 50.0):
-        cfg = config(tmp_path, tiny, mode="offline", max_steps=4, retry_anchor_beta=beta,
-                     output_dir=str(tmp_path / f"retry-anchor-{beta}"))  # fmt: skip
-        run_training(cfg, [log])
-        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
-        assert rows[0]["retry_kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
-        kl[beta] = rows[-1]["retry_kl"]
-    assert kl[0.0] > 0 and kl[50.0] < 0.5 * kl[0.0], kl
+    paid_and_unpaid(tmp_path, tiny, log, "retry_kl", "retry_anchor_beta")
 
     with pytest.raises(ConfigError, match="retry_anchor_beta"):
         RRRTrainConfig.from_sources(None, mode="online", retry_anchor_beta=1.0)
