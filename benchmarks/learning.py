@@ -180,6 +180,14 @@ def parse_args() -> argparse.Namespace:
         "Default: off",
     )
     parser.add_argument(
+        "--retry-anchor-scope",
+        choices=["all", "rewarded"],
+        default="all",
+        help="which logged retries the retry anchor reads: after any reflection ('all', runs "
+        "32-34: the first try moved only as the weight fell, and then the retry stopped "
+        "following), or only those that passed after a rewarded reflection ('rewarded')",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -348,6 +356,7 @@ def main() -> None:
             anchor_beta=args.anchor_beta,
             anchor_batch=args.anchor_batch,
             retry_anchor_beta=args.retry_anchor_beta,
+            retry_anchor_scope=args.retry_anchor_scope,
         )
         t = time.perf_counter()
         rounds = train_rounds(

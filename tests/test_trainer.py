@@ -441,7 +441,7 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
     retry's tokens, in the conversation that led to it (prompt, reflection, retry instruction).
     The control is the same seeded run with ``retry_anchor_beta=0``: the KL measured, not paid.
     Paying it leaves the retry closer to the base model's."""
-    from rrr_trainer.offline import OfflineGroup, retry_anchor_ids
+    from rrr_trainer.offline import OfflineGroup, retry_anchor_choices, retry_anchor_ids
     from transformers import AutoTokenizer
 
     log = groups_log(tmp_path)
@@ -464,15 +464,29 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
     assert e.prompt[-1]["content"] in head  # the reflection prompt, then ...
     assert head.rindex("Maybe multiply.") < head.rindex(e.retry_instruction)  # its reflection
     assert "I should add." not in head  # ... and no other branch's
+    rewarded = [j for j, r in enumerate(group.rewards) if r > 0]
+    assert rewarded and len(rewarded) < 4  # the group's passing retries, not all four
+    assert retry_anchor_choices(group) == [0, 1, 2, 3]
+    assert retry_anchor_choices(group, "rewarded") == rewarded
+    assert all(group.retries[j] == "42" for j in rewarded)  # the retries that passed
     group.retries[i] = None  # a retry that never finished holds nothing
     assert retry_anchor_ids(group, i, tok, cfg, tok.eos_token_id) is None
+    assert i not in retry_anchor_choices(group)
 
     paid_and_unpaid(tmp_path, tiny, log, "retry_kl", "retry_anchor_beta")
+    # held only where a retry passed after a rewarded reflection: still paid, still holding
+    paid_and_unpaid(tmp_path / "rewarded", tiny, log, "retry_kl", "retry_anchor_beta",
+                    retry_anchor_scope="rewarded")  # fmt: skip
 
     with pytest.raises(ConfigError, match="retry_anchor_beta"):
         RRRTrainConfig.from_sources(None, mode="online", retry_anchor_beta=1.0)
     with pytest.raises(ConfigError, match="retry_anchor_beta"):
         config(tmp_path, tiny, mode="offline", retry_anchor_beta=-1.0).validate()
+    with pytest.raises(ConfigError, match="retry_anchor_scope must be 'all' or 'rewarded'"):
+        config(tmp_path, tiny, mode="offline", retry_anchor_beta=1.0,
+               retry_anchor_scope="passed").validate()  # fmt: skip
+    with pytest.raises(ConfigError, match="set retry_anchor_beta too"):
+        config(tmp_path, tiny, mode="offline", retry_anchor_scope="rewarded").validate()
 
 
 def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:

@@ -147,6 +147,13 @@ class RRRTrainConfig:
         "reflection what the reference model did (the reward still reaches only reflections). "
         "None: off; 0: measured (metrics' retry_kl), not paid.",
     )
+    retry_anchor_scope: str = _f(
+        "all",
+        "Which logged retries the retry anchor holds: 'all' (a retry after any of the group's "
+        "reflections) or 'rewarded' (only retries that passed after a reflection that earned "
+        "its reward: the anchor then holds the retry where it turned a reflection into a pass, "
+        "and leaves the rest of the adapter free; a group with none pays nothing).",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
@@ -226,6 +233,15 @@ class RRRTrainConfig:
                 )
             if self.retry_anchor_beta < 0:
                 raise ConfigError(f"retry_anchor_beta ({self.retry_anchor_beta}) must be 0 or more")
+        if self.retry_anchor_scope not in ("all", "rewarded"):
+            raise ConfigError(
+                f"retry_anchor_scope must be 'all' or 'rewarded', not {self.retry_anchor_scope!r}"
+            )
+        if self.retry_anchor_scope != "all" and self.retry_anchor_beta is None:
+            raise ConfigError(
+                f"retry_anchor_scope ({self.retry_anchor_scope!r}) chooses what the retry anchor "
+                "holds; set retry_anchor_beta too, or remove it"
+            )
         if self.anchor_beta < 0 or self.anchor_batch < 1:
             raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")
         if self.init_adapter and not self.use_lora:

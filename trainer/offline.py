@@ -32,6 +32,9 @@ rewarded. With the retry anchor, each group also reads one of its logged retries
 reflection drawn at random, and adds ``retry_anchor_beta`` times the full-vocabulary
 KL(reference || policy) over the retry's tokens: the retry given a reflection stays where the
 reference model had it. The reward still reaches only reflection tokens.
+With ``retry_anchor_scope = 'rewarded'`` only retries that passed after a rewarded reflection
+are read: the anchor holds the retry where it followed a reflection to a pass, and the adapter is
+free elsewhere (learning runs 32-34: holding every retry also held the first try).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ __all__ = [
     "OfflineGroup",
     "anchor_ids",
     "group_advantages",
+    "retry_anchor_choices",
     "retry_anchor_ids",
     "train_offline",
 ]
@@ -229,6 +233,17 @@ def _reference(model: Any, reference: Any) -> Iterator[Any]:
         return
     with model.disable_adapter():
         yield model
+
+
+def retry_anchor_choices(group: OfflineGroup, scope: str = "all") -> list[int]:
+    """The reflections whose logged retry the retry anchor may read: every one with a finished
+    retry (``scope`` 'all'), or only those whose retry passed and earned the reflection its
+    reward ('rewarded')."""
+    return [
+        i
+        for i, r in enumerate(group.retries)
+        if r is not None and (scope == "all" or group.rewards[i] > 0)
+    ]
 
 
 def retry_anchor_ids(
@@ -409,7 +424,7 @@ def train_offline(
                 # one retry of each group, after a reflection drawn at random: the reward never
                 # reaches retry tokens, but the adapter moves them; this holds them where the
                 # reference model had them, so the retry keeps following its reflection
-                held = [i for i, r in enumerate(g.retries) if r is not None]
+                held = retry_anchor_choices(g, config.retry_anchor_scope)
                 if not held:
                     continue
                 found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
