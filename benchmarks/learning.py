@@ -180,12 +180,13 @@ def parse_args() -> argparse.Namespace:
         "Default: off",
     )
     parser.add_argument(
-        "--retry-anchor-scope",
-        choices=["all", "rewarded"],
-        default="all",
-        help="which logged retries the retry anchor reads: after any reflection ('all', runs "
-        "32-34: the first try moved only as the weight fell, and then the retry stopped "
-        "following), or only those that passed after a rewarded reflection ('rewarded')",
+        "--retry-anchor-rewarded-beta",
+        type=float,
+        default=None,
+        help="the retry anchor again, over one retry that passed after a rewarded reflection "
+        "(run 35, alone at 3, then spelt --retry-anchor-beta 3 --retry-anchor-scope rewarded: "
+        "the retry followed every correct reflection, but reflections and plain retries drifted "
+        "to sums). Default: off",
     )
     parser.add_argument(
         "--reflection-temperature",
@@ -356,7 +357,7 @@ def main() -> None:
             anchor_beta=args.anchor_beta,
             anchor_batch=args.anchor_batch,
             retry_anchor_beta=args.retry_anchor_beta,
-            retry_anchor_scope=args.retry_anchor_scope,
+            retry_anchor_rewarded_beta=args.retry_anchor_rewarded_beta,
         )
         t = time.perf_counter()
         rounds = train_rounds(

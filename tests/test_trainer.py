@@ -440,7 +440,8 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
     """With ``retry_anchor_beta``, each group also pays the KL to the base model over one logged
     retry's tokens, in the conversation that led to it (prompt, reflection, retry instruction).
     The control is the same seeded run with ``retry_anchor_beta=0``: the KL measured, not paid.
-    Paying it leaves the retry closer to the base model's."""
+    Paying it leaves the retry closer to the base model's. ``retry_anchor_rewarded_beta`` does
+    the same over a retry that passed after a rewarded reflection, alone or beside it."""
     from rrr_trainer.offline import OfflineGroup, retry_anchor_choices, retry_anchor_ids
     from transformers import AutoTokenizer
 
@@ -474,19 +475,19 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
     assert i not in retry_anchor_choices(group)
 
     paid_and_unpaid(tmp_path, tiny, log, "retry_kl", "retry_anchor_beta")
-    # held only where a retry passed after a rewarded reflection: still paid, still holding
-    paid_and_unpaid(tmp_path / "rewarded", tiny, log, "retry_kl", "retry_anchor_beta",
-                    retry_anchor_scope="rewarded")  # fmt: skip
+    # the rewarded term, beside the first (measured there, not paid): paid, it holds the
+    # retries that passed after a rewarded reflection
+    paid_and_unpaid(tmp_path / "rewarded", tiny, log, "rewarded_retry_kl",
+                    "retry_anchor_rewarded_beta", retry_anchor_beta=0.0)  # fmt: skip
 
     with pytest.raises(ConfigError, match="retry_anchor_beta"):
         RRRTrainConfig.from_sources(None, mode="online", retry_anchor_beta=1.0)
     with pytest.raises(ConfigError, match="retry_anchor_beta"):
         config(tmp_path, tiny, mode="offline", retry_anchor_beta=-1.0).validate()
-    with pytest.raises(ConfigError, match="retry_anchor_scope must be 'all' or 'rewarded'"):
-        config(tmp_path, tiny, mode="offline", retry_anchor_beta=1.0,
-               retry_anchor_scope="passed").validate()  # fmt: skip
-    with pytest.raises(ConfigError, match="set retry_anchor_beta too"):
-        config(tmp_path, tiny, mode="offline", retry_anchor_scope="rewarded").validate()
+    with pytest.raises(ConfigError, match="retry_anchor_rewarded_beta is a term of offline"):
+        RRRTrainConfig.from_sources(None, mode="online", retry_anchor_rewarded_beta=1.0)
+    with pytest.raises(ConfigError, match=r"retry_anchor_rewarded_beta \(-1.0\) must be 0"):
+        config(tmp_path, tiny, mode="offline", retry_anchor_rewarded_beta=-1.0).validate()
 
 
 def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:

@@ -147,12 +147,14 @@ class RRRTrainConfig:
         "reflection what the reference model did (the reward still reaches only reflections). "
         "None: off; 0: measured (metrics' retry_kl), not paid.",
     )
-    retry_anchor_scope: str = _f(
-        "all",
-        "Which logged retries the retry anchor holds: 'all' (a retry after any of the group's "
-        "reflections) or 'rewarded' (only retries that passed after a reflection that earned "
-        "its reward: the anchor then holds the retry where it turned a reflection into a pass, "
-        "and leaves the rest of the adapter free; a group with none pays nothing).",
+    retry_anchor_rewarded_beta: float | None = _f(
+        None,
+        "Offline mode: the retry anchor again, over one retry that passed after a reflection "
+        "that earned its reward (a group with none pays nothing): it holds the retry where it "
+        "followed a reflection to a pass. On its own it leaves the rest of the adapter free "
+        "(learning run 35: the retry followed every correct reflection, but reflections and "
+        "plain retries drifted to one operator); beside retry_anchor_beta it adds weight where "
+        "following matters. None: off; 0: measured (metrics' rewarded_retry_kl), not paid.",
     )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
@@ -225,23 +227,16 @@ class RRRTrainConfig:
             raise ConfigError(
                 f"resubmit_scope must be 'all' or 'with_pass', not {self.resubmit_scope!r}"
             )
-        if self.retry_anchor_beta is not None:
+        for name in ("retry_anchor_beta", "retry_anchor_rewarded_beta"):
+            weight = getattr(self, name)
+            if weight is None:
+                continue
             if self.mode != "offline":
                 raise ConfigError(
-                    "retry_anchor_beta is a term of offline mode's loss; use mode = 'offline' "
-                    "or remove it"
+                    f"{name} is a term of offline mode's loss; use mode = 'offline' or remove it"
                 )
-            if self.retry_anchor_beta < 0:
-                raise ConfigError(f"retry_anchor_beta ({self.retry_anchor_beta}) must be 0 or more")
-        if self.retry_anchor_scope not in ("all", "rewarded"):
-            raise ConfigError(
-                f"retry_anchor_scope must be 'all' or 'rewarded', not {self.retry_anchor_scope!r}"
-            )
-        if self.retry_anchor_scope != "all" and self.retry_anchor_beta is None:
-            raise ConfigError(
-                f"retry_anchor_scope ({self.retry_anchor_scope!r}) chooses what the retry anchor "
-                "holds; set retry_anchor_beta too, or remove it"
-            )
+            if weight < 0:
+                raise ConfigError(f"{name} ({weight}) must be 0 or more")
         if self.anchor_beta < 0 or self.anchor_batch < 1:
             raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")
         if self.init_adapter and not self.use_lora:

@@ -32,9 +32,10 @@ rewarded. With the retry anchor, each group also reads one of its logged retries
 reflection drawn at random, and adds ``retry_anchor_beta`` times the full-vocabulary
 KL(reference || policy) over the retry's tokens: the retry given a reflection stays where the
 reference model had it. The reward still reaches only reflection tokens.
-With ``retry_anchor_scope = 'rewarded'`` only retries that passed after a rewarded reflection
-are read: the anchor holds the retry where it followed a reflection to a pass, and the adapter is
-free elsewhere (learning runs 32-34: holding every retry also held the first try).
+``retry_anchor_rewarded_beta`` pays the same KL again over one retry that passed after a
+rewarded reflection: it holds the retry where it followed a reflection to a pass. Alone (learning
+run 35) it leaves the adapter free elsewhere; beside ``retry_anchor_beta`` it adds weight where
+following matters (learning runs 32-34: holding every retry also held the first try).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 from rrr_agent import DataError, JsonlAppender, Reflection, Task, require_extra, retry_messages
 
@@ -235,7 +236,9 @@ def _reference(model: Any, reference: Any) -> Iterator[Any]:
         yield model
 
 
-def retry_anchor_choices(group: OfflineGroup, scope: str = "all") -> list[int]:
+def retry_anchor_choices(
+    group: OfflineGroup, scope: Literal["all", "rewarded"] = "all"
+) -> list[int]:
     """The reflections whose logged retry the retry anchor may read: every one with a finished
     retry (``scope`` 'all'), or only those whose retry passed and earned the reflection its
     reward ('rewarded')."""
@@ -390,7 +393,9 @@ def train_offline(
     while step < steps:
         optimizer.zero_grad()
         seen: list[OfflineGroup] = []
-        losses, kls, corrected, anchor_kls, retry_kls = [], [], [], [], []
+        losses, kls, corrected, anchor_kls = [], [], [], []
+        retry_kls: list[float] = []
+        rewarded_retry_kls: list[float] = []
         for _ in range(accumulate):  # gradient accumulation: one update per `accumulate` batches
             batch = [rng.choice(groups) for _ in range(groups_per_micro)]
             seen += batch
@@ -420,18 +425,23 @@ def train_offline(
                 anchor_kl = _anchor_kl(model, reference, rng.choice(anchors))
                 (config.anchor_beta * anchor_kl / (accumulate * config.anchor_batch)).backward()
                 anchor_kls.append(float(anchor_kl.detach()))
-            for g in batch if config.retry_anchor_beta is not None else ():
+            for g in batch:
                 # one retry of each group, after a reflection drawn at random: the reward never
                 # reaches retry tokens, but the adapter moves them; this holds them where the
-                # reference model had them, so the retry keeps following its reflection
-                held = retry_anchor_choices(g, config.retry_anchor_scope)
-                if not held:
-                    continue
-                found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
-                assert found is not None
-                retry_kl = _anchor_kl(model, reference, found[0], last=found[1])
-                (config.retry_anchor_beta * retry_kl / (accumulate * len(batch))).backward()
-                retry_kls.append(float(retry_kl.detach()))
+                # reference model had them, so the retry keeps following its reflection. The
+                # rewarded term draws again among the retries that passed after a rewarded one.
+                terms: tuple[tuple[Literal["all", "rewarded"], float | None, list[float]], ...] = (
+                    ("all", config.retry_anchor_beta, retry_kls),
+                    ("rewarded", config.retry_anchor_rewarded_beta, rewarded_retry_kls),
+                )
+                for scope, weight, sink in terms:
+                    if weight is None or not (held := retry_anchor_choices(g, scope)):
+                        continue
+                    found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
+                    assert found is not None
+                    retry_kl = _anchor_kl(model, reference, found[0], last=found[1])
+                    (weight * retry_kl / (accumulate * len(batch))).backward()
+                    sink.append(float(retry_kl.detach()))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -455,6 +465,8 @@ def train_offline(
             row["anchor_kl"] = sum(anchor_kls) / len(anchor_kls)
         if retry_kls:
             row["retry_kl"] = sum(retry_kls) / len(retry_kls)
+        if rewarded_retry_kls:
+            row["rewarded_retry_kl"] = sum(rewarded_retry_kls) / len(rewarded_retry_kls)
         metrics.append(row)
         log_history.append(row)
         if progress is not None:
