@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(BIN)/rrr logs stats --model local/gemma-3-270m
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

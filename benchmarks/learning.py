@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -415,6 +417,11 @@ def main() -> None:
     }
     examples = _reflection_examples(reflected["vanilla"], reflected["trained"])
     variety = _reflection_dump(reflected, out / "reflections.jsonl")
+    _plain_dump(
+        {label: _plain_retried(work / f"eval-{when}.jsonl")
+         for label, when in (("vanilla", "before"), ("trained", "after"))},
+        out / "plain_retries.jsonl",
+    )  # fmt: skip
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
@@ -427,7 +434,7 @@ def main() -> None:
     # scratch folder is not (run 27's anchor KL was lost with it).
     shutil.copyfile(metrics, out / "metrics.jsonl")
     summary = {
-        "command": "python benchmarks/learning.py",
+        "command": shlex.join(["python", "benchmarks/learning.py", *sys.argv[1:]]),
         "args": vars(args),
         "report": report.to_dict(),
         "also": {name: r.to_dict() for name, r in also_reports.items()},
@@ -467,6 +474,33 @@ def _reflected(path: Path) -> dict[str, Any]:
 
     store = TrajectoryStore(path)
     return {t.task.id: t for t in store.read() if t.options.reflect and t.reflections}
+
+
+def _plain_retried(path: Path) -> dict[str, Any]:
+    """The logged plain-retry controls of one evaluation (a failed first try, then "Try again"
+    with no reflection), by task id."""
+    from rrr_agent import TrajectoryStore
+
+    store = TrajectoryStore(path)
+    return {t.task.id: t for t in store.read() if not t.options.reflect and len(t.attempts) > 1}
+
+
+def _plain_dump(plain: dict[str, dict[str, Any]], out: Path) -> None:
+    """Every held-out plain retry of each model (`_plain_retried` of its evaluation, by model
+    label), one JSON line each, written to `out`: the scratch folder with the trajectories is
+    not kept, and run 35's reading of the plain retry (95 of 96 trained answers a sum) needs
+    them."""
+    with out.open("w", encoding="utf-8") as fh:
+        for label, trajectories in plain.items():
+            for tid, traj in sorted(trajectories.items()):
+                row = {
+                    "model": label,
+                    "task": tid,
+                    "first_try": traj.attempts[0].text,
+                    "retry": traj.attempts[-1].text,
+                    "retry_passed": traj.verdicts[-1].passed,
+                }
+                fh.write(json.dumps(row) + "\n")
 
 
 def _turn(traj: Any) -> dict[str, Any]:

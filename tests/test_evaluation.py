@@ -160,3 +160,31 @@ def test_eval_cli_json_markdown_png(tmp_path: Path) -> None:
     assert "1st try" in (tmp_path / "e.md").read_text()
     bad = CliRunner().invoke(app, ["eval", "nosuch-set", "--model", model.model])
     assert bad.exit_code == 1 and "unknown task set" in bad.output
+
+
+def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
+    """`benchmarks/learning.py` copies each held-out plain retry out of the scratch store into
+    `plain_retries.jsonl` (the scratch folder is not kept): exactly the control runs, each with
+    the failed first try it retried, and not the reflection runs of the same evaluation."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+    spec = importlib.util.spec_from_file_location("learning_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+
+    a = ScriptedModel(default=scripted_policy({1, 2, 3}, {1}, {0, 4}))
+    store = TrajectoryStore(tmp_path / "eval-after.jsonl")
+    evaluate(tasks(), [a.model], taskset="toy", concurrency=4,
+             settings=load_settings(log_path=store.path))  # fmt: skip
+    plain = learning._plain_retried(store.path)
+    assert sorted(plain) == ["q1", "q2", "q3", "q5", "q6", "q7"]  # the six failed first tries
+    assert sorted(learning._reflected(store.path)) == sorted(plain)
+    out = tmp_path / "plain_retries.jsonl"
+    learning._plain_dump({"trained": plain}, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["task"] for r in rows] == ["q1", "q2", "q3", "q5", "q6", "q7"]
+    assert {r["task"] for r in rows if r["retry_passed"]} == {"q1"}
+    assert all(r["model"] == "trained" and r["first_try"] == "wrong" for r in rows)
+    assert {r["retry"] for r in rows} == {"2", "wrong again"}
