@@ -411,17 +411,12 @@ def main() -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     metrics = _join_metrics([r.metrics_path for r in rounds], work / "metrics.jsonl")
-    reflected = {
-        "vanilla": _reflected(work / "eval-before.jsonl"),
-        "trained": _reflected(work / "eval-after.jsonl"),
-    }
+    retried = {"vanilla": _retried(work / "eval-before.jsonl"),
+               "trained": _retried(work / "eval-after.jsonl")}  # fmt: skip
+    reflected = {label: pair[0] for label, pair in retried.items()}
     examples = _reflection_examples(reflected["vanilla"], reflected["trained"])
     variety = _reflection_dump(reflected, out / "reflections.jsonl")
-    _plain_dump(
-        {label: _plain_retried(work / f"eval-{when}.jsonl")
-         for label, when in (("vanilla", "before"), ("trained", "after"))},
-        out / "plain_retries.jsonl",
-    )  # fmt: skip
+    _plain_dump({label: pair[1] for label, pair in retried.items()}, out / "plain_retries.jsonl")
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
@@ -468,27 +463,26 @@ def _join_metrics(paths: list[Path | None], out: Path) -> Path:
     return out
 
 
-def _reflected(path: Path) -> dict[str, Any]:
-    """The logged trajectories of one evaluation that reflected, by task id."""
+def _retried(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The logged second tries of one evaluation, by task id, in one read of its store: the
+    trajectories that reflected, and the plain-retry controls (a failed first try, then "Try
+    again" with no reflection)."""
     from rrr_agent import TrajectoryStore
 
-    store = TrajectoryStore(path)
-    return {t.task.id: t for t in store.read() if t.options.reflect and t.reflections}
-
-
-def _plain_retried(path: Path) -> dict[str, Any]:
-    """The logged plain-retry controls of one evaluation (a failed first try, then "Try again"
-    with no reflection), by task id."""
-    from rrr_agent import TrajectoryStore
-
-    store = TrajectoryStore(path)
-    return {t.task.id: t for t in store.read() if not t.options.reflect and len(t.attempts) > 1}
+    reflected: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
+    for t in TrajectoryStore(path).read():
+        if t.options.reflect and t.reflections:
+            reflected[t.task.id] = t
+        elif not t.options.reflect and len(t.attempts) > 1:
+            plain[t.task.id] = t
+    return reflected, plain
 
 
 def _plain_dump(plain: dict[str, dict[str, Any]], out: Path) -> None:
-    """Every held-out plain retry of each model (`_plain_retried` of its evaluation, by model
-    label), one JSON line each, written to `out`: the scratch folder with the trajectories is
-    not kept, and run 35's reading of the plain retry (95 of 96 trained answers a sum) needs
+    """Every held-out plain retry of each model (the plain half of `_retried` of its evaluation, by
+    model label), one JSON line each, written to `out`: the scratch folder with the trajectories
+    is not kept, and run 35's reading of the plain retry (95 of 96 trained answers a sum) needs
     them."""
     with out.open("w", encoding="utf-8") as fh:
         for label, trajectories in plain.items():
@@ -516,9 +510,9 @@ def _turn(traj: Any) -> dict[str, Any]:
 def _reflection_examples(
     vanilla: dict[str, Any], trained: dict[str, Any], n: int = 3
 ) -> list[dict[str, Any]]:
-    """Held-out problems both models failed first (`_reflected` of each evaluation): the vanilla
-    and the trained reflection and what each retry gave. Trained retries that passed come
-    first, in task order."""
+    """Held-out problems both models failed first (the reflected half of `_retried` of each
+    evaluation): the vanilla and the trained reflection and what each retry gave. Trained
+    retries that passed come first, in task order."""
     both = [tid for tid in trained if tid in vanilla]
     both.sort(key=lambda tid: (not trained[tid].verdicts[-1].passed, tid))
     rows = []
@@ -531,13 +525,12 @@ def _reflection_examples(
 
 
 def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[str, Any]:
-    """Every held-out reflection of each model (`_reflected` of its evaluation, by model
-    label), one JSON line each, written to `out`; returns
-    how varied they are: distinct texts, and the commonest text with its share (run 11's
-    trained model wrote one phrase for every problem), and how many retries resubmitted the
-    failed answer (runs 25 and 26's trained models: 28 of 75, 43 of 80), how many reflections
-    would pass as an answer themselves, and after how many of those the retry still failed
-    (run 28: 50 of 90, and 34)."""
+    """Every held-out reflection of each model (the reflected half of `_retried` of its evaluation,
+    by model label), one JSON line each, written to `out`; returns how varied they are: distinct
+    texts, and the commonest text with its share (run 11's trained model wrote one phrase for
+    every problem), and how many retries resubmitted the failed answer (runs 25 and 26's trained
+    models: 28 of 75, 43 of 80), how many reflections would pass as an answer themselves, and
+    after how many of those the retry still failed (run 28: 50 of 90, and 34)."""
     from rrr_trainer.data import resubmits, text_passes
 
     summary: dict[str, Any] = {}

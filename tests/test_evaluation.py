@@ -178,9 +178,11 @@ def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
     store = TrajectoryStore(tmp_path / "eval-after.jsonl")
     evaluate(tasks(), [a.model], taskset="toy", concurrency=4,
              settings=load_settings(log_path=store.path))  # fmt: skip
-    plain = learning._plain_retried(store.path)
+    reflected, plain = learning._retried(store.path)
     assert sorted(plain) == ["q1", "q2", "q3", "q5", "q6", "q7"]  # the six failed first tries
-    assert sorted(learning._reflected(store.path)) == sorted(plain)
+    assert sorted(reflected) == sorted(plain)
+    assert all(t.options.reflect for t in reflected.values())
+    assert not any(t.options.reflect for t in plain.values())
     out = tmp_path / "plain_retries.jsonl"
     learning._plain_dump({"trained": plain}, out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
