@@ -48,6 +48,22 @@ GOAL = {
 }
 
 
+def _layers(text: str) -> list[int]:
+    """``--lora-layers``: "12-17", "0,5,11" or a mix ("0,12-17"), as distinct layer numbers."""
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            layers += range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not layer numbers like 12-17 or 0,5,11"
+        ) from None
+    if not layers or len(set(layers)) != len(layers):
+        raise argparse.ArgumentTypeError(f"{text!r} names no layer, or one layer twice")
+    return layers
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -77,6 +93,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--beta", type=float, default=0.04, help="KL weight to the base model")
     parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument(
+        "--lora-layers",
+        type=_layers,
+        default=None,
+        help="adapt only these decoder layers, e.g. 12-17 (gemma-3-270m has 0-17) or 0,5,11; "
+        "default: every layer. Run 43's lower rank only scaled the first-try gain and the probe "
+        "loss down together",
+    )
     parser.add_argument(
         "--reward-blank-reflections",
         action="store_true",
@@ -341,6 +365,7 @@ def main() -> None:
             learning_rate=args.learning_rate,
             beta=args.beta,
             lora_r=args.lora_r,
+            lora_layers=args.lora_layers,
             reward_blank_reflections=args.reward_blank_reflections,
             max_reflection_repeats=args.max_reflection_repeats,
             reward_true_claims=args.reward_true_claims,

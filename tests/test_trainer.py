@@ -575,6 +575,31 @@ def test_training_goes_on_from_an_adapter(tmp_path: Path, tiny: Path) -> None:
         config(tmp_path, tiny, init_adapter=str(first.adapter_dir), use_lora=False).validate()
 
 
+def test_lora_layers_adapt_only_the_layers_named(tmp_path: Path, tiny: Path) -> None:
+    """lora_layers places the adapter on some decoder layers only: training, saving and merging
+    touch those and no other; a layer the model lacks, or a bad list, is a ConfigError."""
+    from rrr_trainer import train as run_training
+    from rrr_trainer.policy import load_policy, with_adapter
+    from safetensors.torch import load_file
+
+    cfg = config(tmp_path, tiny, mode="offline", lora_layers=[1], max_steps=1)
+    cfg.validate()
+    model, _, _ = load_policy(tiny, cfg)
+    adapted = [n for n, p in with_adapter(model, cfg).named_parameters() if p.requires_grad]
+    assert adapted and all(".layers.1." in n and "lora_" in n for n in adapted), adapted
+    result = run_training(cfg, [groups_log(tmp_path)])  # rewards differ within each group
+    assert result.steps == 1 and result.adapter_dir is not None
+    saved = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert saved and all(".layers.1." in k for k in saved), sorted(saved)
+    assert any(not bool((v == 0).all()) for k, v in saved.items() if "lora_B" in k)
+    model, _, _ = load_policy(tiny, cfg)
+    with pytest.raises(ConfigError, match=r"the model has 2 decoder layers \(0-1\)"):
+        with_adapter(model, config(tmp_path, tiny, lora_layers=[2]))
+    for bad in ([], [-1], [1, 1]):
+        with pytest.raises(ConfigError, match="lora_layers"):
+            config(tmp_path, tiny, lora_layers=bad).validate()
+
+
 def _separate_logps(model: Any, prompt: list[int], completion: list[int]) -> Any:
     """The reference computation: one full forward pass over prompt + completion."""
     import torch

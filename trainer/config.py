@@ -73,6 +73,11 @@ class RRRTrainConfig:
     lora_target_modules: list[str] = _f(
         ["q_proj", "k_proj", "v_proj", "o_proj"], "Modules LoRA adapts."
     )
+    lora_layers: list[int] | None = _f(
+        None,
+        "Adapt only these decoder layers (0-based; PEFT's layers_to_transform), e.g. the "
+        "upper ones; None: every layer.",
+    )
     # optimisation (paper defaults)
     learning_rate: float | None = _f(
         None, "Learning rate. Default: 5e-7 for a full fine-tune (paper), 2e-5 for LoRA."
@@ -239,6 +244,15 @@ class RRRTrainConfig:
                 raise ConfigError(f"{name} ({weight}) must be 0 or more")
         if self.anchor_beta < 0 or self.anchor_batch < 1:
             raise ConfigError("anchor_beta must be 0 or more and anchor_batch at least 1")
+        if self.lora_layers is not None and (
+            not self.lora_layers
+            or len(set(self.lora_layers)) != len(self.lora_layers)
+            or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.lora_layers)
+        ):
+            raise ConfigError(
+                f"lora_layers ({self.lora_layers!r}) must be distinct layer numbers, 0 or more "
+                "(or unset: every layer)"
+            )
         if self.init_adapter and not self.use_lora:
             raise ConfigError("init_adapter needs use_lora (an adapter is trained, not the model)")
         if self.gradient_accumulation_steps < 1:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rrr_agent import DataError, embedded, require_extra
+from rrr_agent import ConfigError, DataError, embedded, require_extra
 
 from .config import RRRTrainConfig
 
@@ -98,6 +98,7 @@ def lora_config(config: RRRTrainConfig) -> Any:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_target_modules),
+        layers_to_transform=sorted(config.lora_layers) if config.lora_layers else None,
         task_type="CAUSAL_LM",
     )
 
@@ -115,6 +116,12 @@ def with_adapter(model: Any, config: RRRTrainConfig) -> Any:
     peft_config = lora_config(config)
     if peft_config is None:
         return model
+    layers = getattr(model.config, "num_hidden_layers", None)
+    if config.lora_layers and layers is not None and max(config.lora_layers) >= layers:
+        raise ConfigError(
+            f"lora_layers {sorted(config.lora_layers)}: the model has {layers} decoder layers "
+            f"(0-{layers - 1})"
+        )
     peft = require_extra("peft", "LoRA training")
     return peft.get_peft_model(model, peft_config)
 
