@@ -512,24 +512,16 @@ def _plain_dump(plain: dict[str, dict[str, Any]], out: Path) -> None:
     with out.open("w", encoding="utf-8") as fh:
         for label, trajectories in plain.items():
             for tid, traj in sorted(trajectories.items()):
-                row = {
-                    "model": label,
-                    "task": tid,
-                    "first_try": traj.attempts[0].text,
-                    "retry": traj.attempts[-1].text,
-                    "retry_passed": traj.verdicts[-1].passed,
-                }
-                fh.write(json.dumps(row) + "\n")
+                fh.write(json.dumps({"model": label, "task": tid, **_turn(traj)}) + "\n")
 
 
 def _turn(traj: Any) -> dict[str, Any]:
-    """A reflected trajectory's first try, reflection, retry and verdict."""
-    return {
-        "first_try": traj.attempts[0].text,
-        "reflection": traj.reflections[0].text,
-        "retry": traj.attempts[-1].text,
-        "retry_passed": traj.verdicts[-1].passed,
-    }
+    """A retried trajectory's first try, reflection (a plain retry has none), retry and
+    verdict."""
+    turn = {"first_try": traj.attempts[0].text}
+    if traj.reflections:
+        turn["reflection"] = traj.reflections[0].text
+    return turn | {"retry": traj.attempts[-1].text, "retry_passed": traj.verdicts[-1].passed}
 
 
 def _reflection_examples(

@@ -190,3 +190,4 @@ def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
     assert {r["task"] for r in rows if r["retry_passed"]} == {"q1"}
     assert all(r["model"] == "trained" and r["first_try"] == "wrong" for r in rows)
     assert {r["retry"] for r in rows} == {"2", "wrong again"}
+    assert all(list(r) == ["model", "task", "first_try", "retry", "retry_passed"] for r in rows)
