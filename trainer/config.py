@@ -76,7 +76,8 @@ class RRRTrainConfig:
     lora_layers: list[int] | None = _f(
         None,
         "Adapt only these decoder layers (0-based; PEFT's layers_to_transform), e.g. the "
-        "upper ones; None: every layer.",
+        "upper ones; None: every layer. Like lora_r and lora_target_modules, it shapes a fresh "
+        "adapter only: an init_adapter keeps its own.",
     )
     # optimisation (paper defaults)
     learning_rate: float | None = _f(
