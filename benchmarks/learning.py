@@ -59,9 +59,7 @@ def _layers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not layer numbers like 12-17 or 0,5,11"
         ) from None
-    if not layers or len(set(layers)) != len(layers):
-        raise argparse.ArgumentTypeError(f"{text!r} names no layer, or one layer twice")
-    return layers
+    return layers  # an empty or repeated list is the training config's to refuse (main)
 
 
 def parse_args() -> argparse.Namespace:
@@ -267,11 +265,50 @@ def main() -> None:
     from rrr_trainer.plots import plot_metrics
     from rrr_trainer.rounds import train_rounds
 
-    from rrr_agent import InfrastructureError, embedded, load_settings
+    from rrr_agent import ConfigError, InfrastructureError, embedded, load_settings
     from rrr_agent.evaluation import EvalReport, evaluate
     from rrr_agent.local import COMPLETION_STOP
     from rrr_agent.serving import VLLMServer, free_port
     from rrr_agent.tasksets import get_taskset
+
+    # The training settings are checked here, before the server starts and anything is written,
+    # so a bad flag fails in a second rather than after the vanilla evaluation.
+    config = RRRTrainConfig(
+        output_dir=str(Path(args.work) / "train"),
+        max_steps=args.steps_per_round,
+        num_generations=args.k,
+        # One group per forward pass, accumulated over a step: 16 sequences of the -shown
+        # prompt in one pass took 17 GB and the kernel killed the run (run 7's first try).
+        per_device_train_batch_size=args.k,
+        gradient_accumulation_steps=args.groups_per_step,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        lora_r=args.lora_r,
+        lora_layers=args.lora_layers,
+        reward_blank_reflections=args.reward_blank_reflections,
+        max_reflection_repeats=args.max_reflection_repeats,
+        reward_true_claims=args.reward_true_claims,
+        resubmit_reward=args.resubmit_reward,
+        resubmit_scope=args.resubmit_scope,
+        lora_alpha=2 * args.lora_r,
+        lr_scheduler_type="constant",
+        warmup_ratio=0.0,
+        max_reflection_tokens=args.reflection_tokens,
+        save_steps=args.steps_per_round,
+        save_total_limit=1,
+        seed=args.seed,
+        merge=True,
+        mode="offline",
+        anchor=args.anchor or None,
+        anchor_beta=args.anchor_beta,
+        anchor_batch=args.anchor_batch,
+        retry_anchor_beta=args.retry_anchor_beta,
+        retry_anchor_rewarded_beta=args.retry_anchor_rewarded_beta,
+    )
+    try:
+        config.validate()
+    except ConfigError as e:
+        raise SystemExit(f"training settings: {e}") from None
 
     out, work = Path(args.out), Path(args.work)
     if work.exists():
@@ -354,38 +391,6 @@ def main() -> None:
             serve(weights, f"round{round_}")
             return server.model_string
 
-        config = RRRTrainConfig(
-            output_dir=str(work / "train"),
-            max_steps=args.steps_per_round,
-            num_generations=args.k,
-            # One group per forward pass, accumulated over a step: 16 sequences of the -shown
-            # prompt in one pass took 17 GB and the kernel killed the run (run 7's first try).
-            per_device_train_batch_size=args.k,
-            gradient_accumulation_steps=args.groups_per_step,
-            learning_rate=args.learning_rate,
-            beta=args.beta,
-            lora_r=args.lora_r,
-            lora_layers=args.lora_layers,
-            reward_blank_reflections=args.reward_blank_reflections,
-            max_reflection_repeats=args.max_reflection_repeats,
-            reward_true_claims=args.reward_true_claims,
-            resubmit_reward=args.resubmit_reward,
-            resubmit_scope=args.resubmit_scope,
-            lora_alpha=2 * args.lora_r,
-            lr_scheduler_type="constant",
-            warmup_ratio=0.0,
-            max_reflection_tokens=args.reflection_tokens,
-            save_steps=args.steps_per_round,
-            save_total_limit=1,
-            seed=args.seed,
-            merge=True,
-            mode="offline",
-            anchor=args.anchor or None,
-            anchor_beta=args.anchor_beta,
-            anchor_batch=args.anchor_batch,
-            retry_anchor_beta=args.retry_anchor_beta,
-            retry_anchor_rewarded_beta=args.retry_anchor_rewarded_beta,
-        )
         t = time.perf_counter()
         rounds = train_rounds(
             train_tasks,

@@ -173,6 +173,32 @@ def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_
     assert not out.exists() and not work.exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--lora-layers", "3,1-4"], "lora_layers ([3, 1, 2, 3, 4]) must be distinct"),
+        (["--lora-layers", "twelve"], "'twelve' is not layer numbers like 12-17 or 0,5,11"),
+        (["--k", "1"], "training settings: num_generations must be at least 2"),
+    ],
+)
+def test_learning_benchmark_refuses_bad_training_settings_before_writing(
+    tmp_path: Path, flags: list[str], says: str
+) -> None:
+    """The training config is built and validated before the server starts: a bad flag fails
+    at once, with the trainer's own message, and leaves no scratch or result folder."""
+    import subprocess
+    import sys
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = [*flags, "--out", str(out), "--work", str(work)]
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), *args],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not work.exists()
+
+
 def test_a_prompts_folder_overrides_only_the_files_it_holds() -> None:
     """Run 31's folder: the retry after a reflection changes; the reflection prompt and the
     plain-retry control stay the shipped wording, so vanilla and trained meet the same control."""
