@@ -251,28 +251,41 @@ def main() -> None:
         )
     if args.prompts and not Path(args.prompts).is_dir():
         raise SystemExit(f"--prompts {args.prompts}: no such folder of prompt files")
-    if args.anchor:
-        from rrr_agent.tasksets import get_taskset as taskset
-
-        families = {taskset(n).family for n in (args.train, args.forgetting)}
-        if taskset(args.anchor).family in families:
-            raise SystemExit(
-                f"--anchor {args.anchor}: the anchor is trained on, so it holds another family "
-                f"than the training set and the probe ({', '.join(sorted(families))}); the "
-                "probe must stay untouched"
-            )
     from rrr_trainer import RRRTrainConfig
     from rrr_trainer.plots import plot_metrics
     from rrr_trainer.rounds import train_rounds
 
-    from rrr_agent import ConfigError, InfrastructureError, embedded, load_settings
+    from rrr_agent import ConfigError, DataError, InfrastructureError, embedded, load_settings
     from rrr_agent.evaluation import EvalReport, evaluate
     from rrr_agent.local import COMPLETION_STOP
     from rrr_agent.serving import VLLMServer, free_port
     from rrr_agent.tasksets import get_taskset
 
-    # The training settings are checked here, before the server starts and anything is written,
-    # so a bad flag fails in a second rather than after the vanilla evaluation.
+    # Every task set and training setting a flag names is checked here, before the server
+    # starts and anything is written: a bad flag fails in a second, not after the vanilla
+    # evaluation.
+    try:
+        heldout = list(get_taskset(args.test).load())[: args.heldout]
+        also = {
+            name: list(get_taskset(name).load())[: args.heldout]
+            for name in filter(None, (n.strip() for n in args.also.split(",")))
+            if name != args.test
+        }
+        train_tasks = list(get_taskset(args.train).load())[: args.train_tasks]
+        guard = list(get_taskset(args.guard).load())[: args.guard_tasks] if guarding else []
+        forgetting = (
+            args.forgetting,
+            list(get_taskset(args.forgetting).load())[: args.forgetting_limit],
+        )
+        families = {get_taskset(n).family for n in (args.train, args.forgetting)}
+        if args.anchor and get_taskset(args.anchor).family in families:
+            raise SystemExit(
+                f"--anchor {args.anchor}: the anchor is trained on, so it holds another family "
+                f"than the training set and the probe ({', '.join(sorted(families))}); the "
+                "probe must stay untouched"
+            )
+    except DataError as e:
+        raise SystemExit(f"task sets: {e}") from None
     config = RRRTrainConfig(
         output_dir=str(Path(args.work) / "train"),
         max_steps=args.steps_per_round,
@@ -317,18 +330,6 @@ def main() -> None:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     checkpoint = embedded.prepare()
-    heldout = list(get_taskset(args.test).load())[: args.heldout]
-    also = {
-        name: list(get_taskset(name).load())[: args.heldout]
-        for name in filter(None, (n.strip() for n in args.also.split(",")))
-        if name != args.test
-    }
-    train_tasks = list(get_taskset(args.train).load())[: args.train_tasks]
-    guard = list(get_taskset(args.guard).load())[: args.guard_tasks] if guarding else []
-    forgetting = (
-        args.forgetting,
-        list(get_taskset(args.forgetting).load())[: args.forgetting_limit],
-    )
     # Every task here is a one-line completion: the server stops at the newline, as the
     # in-process backend does on its own.
     stop = list(COMPLETION_STOP)

@@ -179,13 +179,18 @@ def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_
         (["--lora-layers", "3,1-4"], "lora_layers ([3, 1, 2, 3, 4]) must be distinct"),
         (["--lora-layers", "twelve"], "'twelve' is not layer numbers like 12-17 or 0,5,11"),
         (["--k", "1"], "training settings: num_generations must be at least 2"),
+        (["--train", "nope"], "task sets: unknown task set 'nope' (known: arithmetic-test"),
+        (["--also", "countdown2-test,nope"], "task sets: unknown task set 'nope'"),
+        (["--anchor", "nope"], "task sets: unknown task set 'nope'"),
+        (["--anchor", "arithmetic-train"], "--anchor arithmetic-train: the anchor is trained on"),
     ],
 )
-def test_learning_benchmark_refuses_bad_training_settings_before_writing(
+def test_learning_benchmark_refuses_bad_flags_before_writing(
     tmp_path: Path, flags: list[str], says: str
 ) -> None:
-    """The training config is built and validated before the server starts: a bad flag fails
-    at once, with the trainer's own message, and leaves no scratch or result folder."""
+    """The task sets and the training config a run names are loaded and validated before the
+    server starts: a bad flag fails at once, with the library's own message (the trainer's
+    config check, the task-set registry), and leaves no scratch or result folder."""
     import subprocess
     import sys
 
