@@ -261,6 +261,7 @@ def main() -> None:
     from rrr_agent.serving import VLLMServer, free_port
     from rrr_agent.tasksets import get_taskset
 
+    out, work = Path(args.out), Path(args.work)
     # Every task set and training setting a flag names is checked here, before the server
     # starts and anything is written: a bad flag fails in a second, not after the vanilla
     # evaluation.
@@ -271,13 +272,14 @@ def main() -> None:
             for name in filter(None, (n.strip() for n in args.also.split(",")))
             if name != args.test
         }
-        train_tasks = list(get_taskset(args.train).load())[: args.train_tasks]
+        train_set, probe_set = get_taskset(args.train), get_taskset(args.forgetting)
+        train_tasks = list(train_set.load())[: args.train_tasks]
         guard = list(get_taskset(args.guard).load())[: args.guard_tasks] if guarding else []
         forgetting = (
             args.forgetting,
-            list(get_taskset(args.forgetting).load())[: args.forgetting_limit],
+            list(probe_set.load())[: args.forgetting_limit],
         )
-        families = {get_taskset(n).family for n in (args.train, args.forgetting)}
+        families = {train_set.family, probe_set.family}
         if args.anchor and get_taskset(args.anchor).family in families:
             raise SystemExit(
                 f"--anchor {args.anchor}: the anchor is trained on, so it holds another family "
@@ -287,7 +289,7 @@ def main() -> None:
     except DataError as e:
         raise SystemExit(f"task sets: {e}") from None
     config = RRRTrainConfig(
-        output_dir=str(Path(args.work) / "train"),
+        output_dir=str(work / "train"),
         max_steps=args.steps_per_round,
         num_generations=args.k,
         # One group per forward pass, accumulated over a step: 16 sequences of the -shown
@@ -323,7 +325,6 @@ def main() -> None:
     except ConfigError as e:
         raise SystemExit(f"training settings: {e}") from None
 
-    out, work = Path(args.out), Path(args.work)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)

@@ -6,6 +6,8 @@ non-zero exit code, and leave nothing half-written."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,14 +161,16 @@ def test_bad_input_is_a_clear_error(
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def _run_learning_benchmark(*flags: str, out: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """`benchmarks/learning.py` with these flags, as a user runs it (it fails before any work)."""
+    args = [*flags, "--out", str(out), "--work", str(work)]
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
 
+
+def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_path: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
-    args = ["--prompts", str(tmp_path / "nope"), "--out", str(out), "--work", str(work)]
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), *args],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = _run_learning_benchmark("--prompts", str(tmp_path / "nope"), out=out, work=work)
     assert result.returncode != 0
     assert f"--prompts {tmp_path / 'nope'}: no such folder of prompt files" in result.stderr
     assert "Traceback" not in result.stderr
@@ -191,13 +195,8 @@ def test_learning_benchmark_refuses_bad_flags_before_writing(
     """The task sets and the training config a run names are loaded and validated before the
     server starts: a bad flag fails at once, with the library's own message (the trainer's
     config check, the task-set registry), and leaves no scratch or result folder."""
-    import subprocess
-    import sys
-
     out, work = tmp_path / "out", tmp_path / "work"
-    args = [*flags, "--out", str(out), "--work", str(work)]
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), *args],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = _run_learning_benchmark(*flags, out=out, work=work)
     assert result.returncode != 0
     assert says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
