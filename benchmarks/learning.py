@@ -62,6 +62,20 @@ def _layers(text: str) -> list[int]:
     return layers  # an empty or repeated list is the training config's to refuse (main)
 
 
+def _blends(text: str) -> list[float]:
+    """``--blend``: distinct weights strictly between 0 (the base) and 1 (the trained model)."""
+    try:
+        weights = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not weights like 0.5,0.75") from None
+    if not weights or len(set(weights)) != len(weights) or any(not 0 < w < 1 for w in weights):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give distinct weights strictly between 0 and 1 (0 is the vanilla model "
+            "and 1 the trained one, both evaluated anyway)"
+        )
+    return weights
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -231,6 +245,16 @@ def parse_args() -> argparse.Namespace:
         "(run 31: the retry after a reflection is asked to use it). Trajectories record each "
         "prompt's hash",
     )
+    parser.add_argument(
+        "--blend",
+        type=_blends,
+        default=[],
+        help="also evaluate blends of the base and the trained model's weights (WiSE-FT: base + "
+        "w * (trained - base)), e.g. 0.5,0.75, on the held-out set and the probe, each with its "
+        "own goal check; the run's result stays the trained model's. Run 49's model, blended at "
+        "0.5 and measured off the test sets, kept 84 %% of its second-try gain and lost 0.5 "
+        "points on the guard sums instead of 1.25",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -252,6 +276,7 @@ def main() -> None:
     if args.prompts and not Path(args.prompts).is_dir():
         raise SystemExit(f"--prompts {args.prompts}: no such folder of prompt files")
     from rrr_trainer import RRRTrainConfig
+    from rrr_trainer.blend import blend_weights
     from rrr_trainer.plots import plot_metrics
     from rrr_trainer.rounds import train_rounds
 
@@ -423,6 +448,14 @@ def main() -> None:
         after_also = {name: run_eval(server.model_string, f"eval-after-{name}.jsonl", name)
                       for name in also}  # fmt: skip
         timings["eval_after_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        blended: dict[float, Any] = {}
+        for w in args.blend:
+            if final is None:  # no round trained, or the gate ended on the base: nothing to blend
+                break
+            serve(blend_weights(checkpoint, final, work / f"blend-{w:g}", w), f"blend{w:g}")
+            blended[w] = run_eval(server.model_string, f"eval-blend-{w:g}.jsonl")
+        timings["eval_blends_s"] = time.perf_counter() - t
     finally:
         server.stop()
 
@@ -451,9 +484,18 @@ def main() -> None:
     _plain_dump({label: pair[1] for label, pair in retried.items()}, out / "plain_retries.jsonl")
     timings["total_s"] = time.perf_counter() - started
     goal = _goal(report, timings["training_s"] / 60)
+    blends = []
+    for w, blend in blended.items():
+        blend.models[0].model = f"blend {w:g} (base + {w:g} x the trained change)"
+        blend_report = EvalReport(
+            taskset=report.taskset, models=[before.models[0], blend.models[0]],
+            forgetting_taskset=args.forgetting,
+        )  # fmt: skip
+        blends.append({"weight": w, "report": blend_report.to_dict(),
+                       "goal": _goal(blend_report, timings["training_s"] / 60)})  # fmt: skip
     table = report.markdown() + "".join("\n" + r.markdown() for r in also_reports.values())
     table += _rounds_table(rounds) + _examples_md(examples) + _variety_md(variety)
-    table += _goal_md(goal)
+    table += _goal_md(goal) + _blends_md(blends)
     (out / "results.md").write_text(table)
     report.plot(out / "accuracy.png")
     plot_metrics(metrics, out / "training.png")
@@ -472,6 +514,7 @@ def main() -> None:
             "minutes": round(timings["training_s"] / 60, 1),
         },
         "goal": goal,
+        "blends": blends,
         "reflection_examples": examples,
         "reflection_variety": variety,
         "timings": {k: round(v, 1) for k, v in timings.items()},
@@ -612,6 +655,30 @@ def _goal(report: Any, training_minutes: float) -> dict[str, Any]:
         },
         "met": all(met for _, met in checks.values()),
     }
+
+
+def _blends_md(blends: list[dict[str, Any]]) -> str:
+    """The ``--blend`` models against vanilla: the goal's figures and how many checks each meets."""
+    if not blends:
+        return ""
+    lines = []
+    for b in blends:
+        model = b["report"]["models"][1]
+        rates = [
+            100 * model["overall"][k]["rate"]
+            for k in ("first_try", "second_try", "second_try_plain_retry")
+        ]
+        checks = b["goal"]["checks"]
+        cells = [f"{c['value']:+.1f}" if c["value"] is not None else "–" for c in checks.values()]
+        met = sum(c["met"] for c in checks.values())
+        lines.append(
+            f"| {b['weight']:g} | " + " / ".join(f"{r:.1f}" for r in rates)
+            + " | " + " | ".join(cells[:5]) + f" | {met} of {len(checks)} |"
+        )  # fmt: skip
+    columns = ["weight", "1st / 2nd / plain", "1st Δ", "2nd Δ", "refl − own plain"]
+    columns += ["refl − vanilla plain", "probe Δ", "checks met"]
+    title = "Blends of the base and trained weights (base + w x change), against vanilla:"
+    return _md_table(title, columns, lines)
 
 
 def _md_table(title: str, columns: list[str], rows: list[str]) -> str:

@@ -187,6 +187,8 @@ def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_
         (["--also", "countdown2-test,nope"], "task sets: unknown task set 'nope'"),
         (["--anchor", "nope"], "task sets: unknown task set 'nope'"),
         (["--anchor", "arithmetic-train"], "--anchor arithmetic-train: the anchor is trained on"),
+        (["--blend", "0.5,1"], "'0.5,1': give distinct weights strictly between 0 and 1"),
+        (["--blend", "half"], "'half' is not weights like 0.5,0.75"),
     ],
 )
 def test_learning_benchmark_refuses_bad_flags_before_writing(

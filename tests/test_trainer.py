@@ -945,3 +945,46 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     with pytest.raises(ConfigError, match="guard"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, guard=guard,
                      sampler=lambda _r, _p: scripted.model)  # fmt: skip
+
+
+def test_blend_weights_interpolates_every_tensor_and_loads(tiny: Path, tmp_path: Path) -> None:
+    """A blend is base + w·(trained − base), tensor by tensor, in a folder transformers loads; a
+    bad weight, a model of another shape or an existing folder is refused with nothing written."""
+    import torch
+    from rrr_trainer.blend import blend_weights
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from rrr_agent import DataError
+
+    from .tiny_model import build_tiny_model
+
+    trained = build_tiny_model(tmp_path / "trained", seed=1)  # same shapes, other weights
+    base_t = load_file(str(tiny / "model.safetensors"))
+    trained_t = load_file(str(trained / "model.safetensors"))
+    name = next(n for n in trained_t if not torch.equal(base_t[n], trained_t[n]))
+    for w in (0.0, 0.25, 1.0):
+        out = blend_weights(tiny, trained, tmp_path / f"blend-{w}", w)
+        got = load_file(str(out / "model.safetensors"))
+        assert set(got) == set(trained_t)
+        want = base_t[name].float() + w * (trained_t[name].float() - base_t[name].float())
+        assert torch.allclose(got[name].float(), want, atol=1e-6)
+        assert got[name].dtype == trained_t[name].dtype
+    assert torch.equal(load_file(str(tmp_path / "blend-1.0" / "model.safetensors"))[name],
+                       trained_t[name])  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "blend-0.25"))
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape[-1] == model.config.vocab_size
+    assert (tmp_path / "blend-0.25" / "tokenizer.json").is_file()  # the trained folder's rest
+
+    with pytest.raises(ConfigError, match="between 0"):
+        blend_weights(tiny, trained, tmp_path / "bad-weight", 1.5)
+    with pytest.raises(ConfigError, match="already exists"):
+        blend_weights(tiny, trained, tmp_path / "blend-1.0", 0.5)
+    wider = build_tiny_model(tmp_path / "wider", hidden=128)
+    with pytest.raises(DataError, match="shape") as err:
+        blend_weights(tiny, wider, tmp_path / "bad-shape", 0.5)
+    assert "model.safetensors" in str(err.value)  # names the file
+    with pytest.raises(DataError, match=r"no \*\.safetensors"):
+        blend_weights(tmp_path / "nowhere", trained, tmp_path / "bad-base", 0.5)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["blend-0.0", "blend-0.25", "blend-1.0", "trained", "wider"]  # no half-blend
