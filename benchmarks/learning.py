@@ -238,6 +238,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--forgetting", default="arithmetic-test")
     parser.add_argument("--forgetting-limit", type=int, default=200)
     parser.add_argument(
+        "--probe-concurrency",
+        type=int,
+        default=1,
+        help="the probe's requests in flight. At 16 (runs 1-51), batched bf16 serving gave the "
+        "same base model 16 of 200 different answers to the probe's sums from one evaluation to "
+        "the next; at 1, none (about a minute more per evaluation)",
+    )
+    parser.add_argument(
         "--prompts",
         default=None,
         help="a folder of prompt files that override the shipped ones (the prompts_dir setting), "
@@ -251,9 +259,9 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help="also evaluate blends of the base and the trained model's weights (WiSE-FT: base + "
         "w * (trained - base)), e.g. 0.5,0.75, on the held-out set and the probe, each with its "
-        "own goal check; the run's result stays the trained model's. Run 49's model, blended at "
-        "0.5 and measured off the test sets, kept 84 %% of its second-try gain and lost 0.5 "
-        "points on the guard sums instead of 1.25",
+        "own goal check; the run's result stays the trained model's. Run 50: the blends at 0.75 "
+        "and 0.5 gave back the first-try gain (+7.0 to +3.0, +1.0), not the probe's loss (-2.5 "
+        "to -4.0, -2.0)",
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -273,6 +281,10 @@ def main() -> None:
             f"--guard {args.guard}: the guard holds another skill than the training set and "
             "never the probe itself (--forgetting); pick another task set or --guard ''"
         )
+    for flag, value in (("--concurrency", args.concurrency),
+                        ("--probe-concurrency", args.probe_concurrency)):  # fmt: skip
+        if value < 1:
+            raise SystemExit(f"{flag} {value}: requests in flight must be at least 1")
     if args.prompts and not Path(args.prompts).is_dir():
         raise SystemExit(f"--prompts {args.prompts}: no such folder of prompt files")
     from rrr_trainer import RRRTrainConfig
@@ -383,6 +395,7 @@ def main() -> None:
                 max_tokens=args.max_tokens,
                 stop=stop,
                 forgetting=None if taskset else forgetting,
+                forgetting_concurrency=args.probe_concurrency,
             )
             if errors := sum(m.errors for m in report.models):
                 raise InfrastructureError(

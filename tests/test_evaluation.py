@@ -144,6 +144,38 @@ def test_forgetting_delta(tmp_path: Path) -> None:
     assert "Forgetting check on toy-untouched" in report.markdown()
 
 
+def test_forgetting_set_runs_at_its_own_concurrency() -> None:
+    """``forgetting_concurrency=1`` sends the forgetting set one request at a time (batched bf16
+    serving changed near-tie answers from one evaluation to the next); the held-out tasks keep
+    ``concurrency``."""
+    import itertools
+    import time
+
+    from rrr_agent import ScriptedReply
+
+    starts: dict[str, list[float]] = {"held-out": [], "untouched": []}
+
+    def policy(messages: list[dict[str, Any]]) -> ScriptedReply:
+        q = messages[0]["content"]
+        starts["untouched" if q.startswith("u") else "held-out"].append(time.monotonic())
+        return ScriptedReply(text=q.split(":")[0], delay_s=0.1)
+
+    untouched = [
+        Task.from_prompt(f"u{i}: say u{i}", {"type": "exact", "expected": f"u{i}"}, id=f"u{i}")
+        for i in range(5)
+    ]
+    model = ScriptedModel(default=policy)
+    report = evaluate(
+        tasks(5), [model.model], control=False, concurrency=8,
+        forgetting=("toy-untouched", untouched), forgetting_concurrency=1,
+    )  # fmt: skip
+    assert report.forgetting()[0]["first_try"]["k"] == 5
+    one_by_one = starts["untouched"]
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(one_by_one))
+    together = starts["held-out"][:5]  # first attempts, all sent before the first reply came
+    assert together[-1] - together[0] < 0.09
+
+
 def test_eval_cli_json_markdown_png(tmp_path: Path) -> None:
     model = ScriptedModel(default=scripted_policy({1}, set(), {0}))
     path = tmp_path / "tasks.jsonl"

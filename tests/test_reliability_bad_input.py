@@ -189,6 +189,10 @@ def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_
         (["--anchor", "arithmetic-train"], "--anchor arithmetic-train: the anchor is trained on"),
         (["--blend", "0.5,1"], "'0.5,1': give distinct weights strictly between 0 and 1"),
         (["--blend", "half"], "'half' is not weights like 0.5,0.75"),
+        (
+            ["--probe-concurrency", "0"],
+            "--probe-concurrency 0: requests in flight must be at least 1",
+        ),
     ],
 )
 def test_learning_benchmark_refuses_bad_flags_before_writing(

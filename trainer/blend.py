@@ -5,6 +5,8 @@
 changes every token's computation while RRR's reward reaches only reflections; a blend keeps part
 of the trained change and gives back part of what the rest of the model lost (the learning
 benchmark's ``--blend`` measures how much of each, on the held-out set and the untouched probe).
+On Countdown (learning run 50) it did not: blends at 0.75 and 0.5 gave back the first-try gain
+(+7.0 → +3.0, +1.0), not the probe's loss (−2.5 → −4.0, −2.0).
 """
 
 from __future__ import annotations
