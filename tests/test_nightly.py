@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rrr_agent import Engine, Registry, ScriptedModel, Task, TrajectoryStore
+from rrr_agent import ConfigError, Engine, Registry, ScriptedModel, Task, TrajectoryStore
 
 from .conftest import REPO
 
@@ -208,6 +208,10 @@ def test_shipped_examples_are_valid() -> None:
     assert "rrr nightly --config" in (examples / "rrr-nightly.cron").read_text()
     with pytest.raises(Exception, match="unknown nightly setting"):
         NightlyConfig.from_sources(None, nonsense=1)
+    assert config.forgetting_concurrency == 1  # the forgetting gate measures one at a time
+    for name in ("forgetting_concurrency", "eval_concurrency"):
+        with pytest.raises(ConfigError, match=f"{name} \\(0\\) must be at least 1"):
+            NightlyConfig.from_sources(None, **{name: 0})
 
 
 class _Replies:

@@ -100,6 +100,12 @@ class NightlyConfig:
     max_forgetting: float = _f(0.02, "Reject when forgetting first try drops by more than this.")
     eval_max_tokens: int = _f(32, "Max tokens per call during evaluation.")
     eval_concurrency: int = _f(16, "Tasks in flight during evaluation.")
+    forgetting_concurrency: int = _f(
+        1,
+        "Forgetting-set tasks in flight. 1 gives a model the same answers every time: batched "
+        "bf16 serving on CPU changed 7-17 of 200 greedy answers to two-digit sums between two "
+        "evaluations of one model, more than max_forgetting.",
+    )
     serve_url: str | None = _f(None, "A running `rrr serve` (…/v1) to reload after promotion.")
     served_name: str = _f("rrr", "The adapter name apps use on that server.")
     probe_prompts: int = _f(8, "Held-out prompts tried by the reload probe.")
@@ -123,6 +129,9 @@ class NightlyConfig:
         config = cls(**merge_sources(cls, path, pick, overrides, "nightly"))
         if config.min_failures < 1:
             raise ConfigError("min_failures must be at least 1")
+        for name in ("eval_concurrency", "forgetting_concurrency"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"{name} ({getattr(config, name)}) must be at least 1")
         RRRTrainConfig.from_sources(None, **config.train)  # a bad [train] table fails now
         return config
 
@@ -462,7 +471,8 @@ def _evaluate(
     settings = load_settings(log_path=scratch / "eval.jsonl")
     report = evaluate(tasks, models, settings=settings, taskset=config.heldout_taskset,
                       concurrency=config.eval_concurrency, max_tokens=config.eval_max_tokens,
-                      control=False, forgetting=forgetting)  # fmt: skip
+                      control=False, forgetting=forgetting,
+                      forgetting_concurrency=config.forgetting_concurrency)  # fmt: skip
     summary = [m.summary() for m in report.models]
     figures: dict[str, Any] = {
         "n": summary[0]["n"],
