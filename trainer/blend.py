@@ -35,10 +35,11 @@ def blend_weights(base: str | Path, trained: str | Path, out: str | Path, weight
     if out.exists():
         raise ConfigError(f"{out}: the blend's folder already exists; pick a new one")
     files = _weight_files(trained)
-    if sorted(p.name for p in _weight_files(base)) != sorted(p.name for p in files):
+    names, base_names = [p.name for p in files], [p.name for p in _weight_files(base)]
+    if base_names != names:  # both sorted by _weight_files
         raise DataError(
-            f"the base's weight files ({', '.join(p.name for p in _weight_files(base))}) are not "
-            f"the trained model's ({', '.join(p.name for p in files)})",
+            f"the base's weight files ({', '.join(base_names)}) are not the trained model's "
+            f"({', '.join(names)})",
             path=base,
         )
     import torch
