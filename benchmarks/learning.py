@@ -198,6 +198,13 @@ def parse_args() -> argparse.Namespace:
         "--guard-margin", type=float, default=0.01, help="first-try loss the guard lets pass"
     )
     parser.add_argument(
+        "--guard-concurrency",
+        type=int,
+        default=1,
+        help="the guard's requests in flight: one at a time measures a model the same twice "
+        "(see --probe-concurrency); runs 1-52 measured it at --concurrency",
+    )
+    parser.add_argument(
         "--anchor",
         default="",
         help="a task set of another family than the training set and the --forgetting probe "
@@ -282,7 +289,8 @@ def main() -> None:
             "never the probe itself (--forgetting); pick another task set or --guard ''"
         )
     for flag, value in (("--concurrency", args.concurrency),
-                        ("--probe-concurrency", args.probe_concurrency)):  # fmt: skip
+                        ("--probe-concurrency", args.probe_concurrency),
+                        ("--guard-concurrency", args.guard_concurrency)):  # fmt: skip
         if value < 1:
             raise SystemExit(f"{flag} {value}: requests in flight must be at least 1")
     if args.prompts and not Path(args.prompts).is_dir():
@@ -450,6 +458,7 @@ def main() -> None:
             gate=args.round_gate,
             guard=guard,
             guard_margin=args.guard_margin,
+            guard_concurrency=args.guard_concurrency,
         )
         timings["training_s"] = time.perf_counter() - t
         t = time.perf_counter()

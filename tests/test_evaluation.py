@@ -194,6 +194,40 @@ def test_eval_cli_json_markdown_png(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "unknown task set" in bad.output
 
 
+def test_eval_cli_forgetting_concurrency(tmp_path: Path) -> None:
+    """`rrr eval --forgetting-concurrency 1` sends the forgetting set (real arithmetic-test sums)
+    one request at a time while the held-out tasks keep --concurrency; 0 is refused."""
+    import itertools
+    import time
+
+    from rrr_agent import ScriptedReply
+
+    starts: dict[str, list[float]] = {"held-out": [], "forgetting": []}
+
+    def policy(messages: list[dict[str, Any]]) -> ScriptedReply:
+        toy = messages[0]["content"].startswith("q")
+        starts["held-out" if toy else "forgetting"].append(time.monotonic())
+        return ScriptedReply(text="0", delay_s=0.1)
+
+    model = ScriptedModel(default=policy)
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(t.model_dump_json() + "\n" for t in tasks(4)))
+    base = ["eval", "--tasks", str(path), "--model", model.model, "--no-control", "--json",
+            "--concurrency", "8", "--forgetting", "arithmetic-test",
+            "--forgetting-limit", "4"]  # fmt: skip
+    result = CliRunner().invoke(app, [*base, "--forgetting-concurrency", "1"])
+    assert result.exit_code == 0, result.output
+    forgetting = json.loads(result.stdout)["forgetting"]
+    assert forgetting["taskset"] == "arithmetic-test"
+    assert (forgetting["rows"][0]["first_try"]["k"], forgetting["rows"][0]["first_try"]["n"]) == (
+        0, 4,
+    )  # fmt: skip
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(starts["forgetting"]))
+    assert starts["held-out"][3] - starts["held-out"][0] < 0.09  # first attempts: together
+    bad = CliRunner().invoke(app, [*base, "--forgetting-concurrency", "0"])
+    assert bad.exit_code == 2 and "forgetting-concurrency" in bad.output
+
+
 def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
     """`benchmarks/learning.py` copies each held-out plain retry out of the scratch store into
     `plain_retries.jsonl` (the scratch folder is not kept): exactly the control runs, each with

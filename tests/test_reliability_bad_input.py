@@ -193,6 +193,10 @@ def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_
             ["--probe-concurrency", "0"],
             "--probe-concurrency 0: requests in flight must be at least 1",
         ),
+        (
+            ["--guard-concurrency", "0"],
+            "--guard-concurrency 0: requests in flight must be at least 1",
+        ),
     ],
 )
 def test_learning_benchmark_refuses_bad_flags_before_writing(

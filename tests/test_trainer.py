@@ -785,6 +785,46 @@ def test_round_keeps_only_failures_the_plain_retry_does_not_fix(tmp_path: Path) 
     assert not flaky_log.exists() or not flaky_log.read_text().strip()
 
 
+def test_guard_runs_at_its_own_concurrency(tmp_path: Path) -> None:
+    """``guard_concurrency=1`` sends the forgetting guard's first tries one request at a time
+    (batched bf16 serving changed near-tie answers from one batch to the next, so the guard
+    measured at 16 could reject a model for noise); the sample itself keeps ``concurrency``."""
+    import itertools
+    import time
+
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import ScriptedReply, load_settings
+
+    starts: dict[str, list[float]] = {"sample": [], "guard": []}
+
+    def reply(messages: list[dict[str, Any]]) -> ScriptedReply:
+        problem = messages[0]["content"]
+        if len(messages) == 1:
+            starts["guard" if "2 + 2" in problem else "sample"].append(time.monotonic())
+            return ScriptedReply(text="4" if "2 + 2" in problem else "42", delay_s=0.1)
+        return ScriptedReply(text="42")
+
+    scripted = ScriptedModel(default=reply)
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(4)]
+    guard = [math_task("4", prompt=f"What is 2 + 2? (g{i})") for i in range(4)]
+
+    def sample(name: str, **kw: Any) -> Any:
+        for seen in starts.values():
+            seen.clear()
+        settings = load_settings(log_path=tmp_path / f"{name}-x.jsonl")
+        return sample_groups(tasks, scripted.model, tmp_path / f"{name}.jsonl", k=2,
+                             settings=settings, concurrency=8, guard=guard, **kw)  # fmt: skip
+
+    one = sample("one", guard_concurrency=1)
+    assert (one.guard_tasks, one.guard_passed, one.first_try_passed) == (4, 4, 4)
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(starts["guard"]))
+    assert starts["sample"][-1] - starts["sample"][0] < 0.09  # the sample: all at once
+    together = sample("together")  # None: the guard goes at ``concurrency`` as before
+    assert (together.guard_tasks, together.guard_passed) == (4, 4)
+    assert starts["guard"][-1] - starts["guard"][0] < 0.09
+
+
 def test_rounds_sample_groups_train_and_sample_from_the_new_model(
     tmp_path: Path, tiny: Path
 ) -> None:
@@ -945,6 +985,11 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     with pytest.raises(ConfigError, match="guard"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, guard=guard,
                      sampler=lambda _r, _p: scripted.model)  # fmt: skip
+    with pytest.raises(ConfigError, match="guard_concurrency=0"):
+        train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, guard=guard,
+                     gate=0.0, guard_concurrency=0,
+                     sampler=lambda _r, _p: scripted.model)  # fmt: skip
+    assert not (tmp_path / "c").exists()  # refused before any round folder
 
 
 def test_blend_weights_interpolates_every_tensor_and_loads(tiny: Path, tmp_path: Path) -> None:

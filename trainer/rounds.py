@@ -145,6 +145,7 @@ def sample_groups(
     resubmit_reward: float | None = None,
     resubmit_scope: str = "all",
     guard: Sequence[Task] = (),
+    guard_concurrency: int | None = None,
     on_result: Callable[[], None] | None = None,
 ) -> GroupReport:
     """Greedy first attempts; after each failure, ``k`` sampled reflections and their greedy
@@ -168,7 +169,10 @@ def sample_groups(
 
     ``guard``: tasks of another skill that the model only answers (greedy first tries, no
     retry, never logged): :attr:`~GroupReport.guard_rate` shows what training costs elsewhere,
-    and the round gate of :func:`train_rounds` can reject a model that forgets."""
+    and the round gate of :func:`train_rounds` can reject a model that forgets. They are sent
+    ``guard_concurrency`` at a time (None: ``concurrency``): batched bf16 serving on a CPU
+    changes near-tie answers from one batch to another, so the same model measured twice at 16
+    differed on 7-12 answers of 200; one at a time it measured the same twice."""
 
     def engine(options: LoopOptions, **sampling: Any) -> Engine:
         return Engine.from_settings(
@@ -222,7 +226,8 @@ def sample_groups(
 
     async def guarded() -> None:
         first_only = engine(LoopOptions(max_retries=0))
-        outcomes = await first_tries(first_only, guard, concurrency=concurrency)
+        at_once = guard_concurrency if guard_concurrency is not None else concurrency
+        outcomes = await first_tries(first_only, guard, concurrency=at_once)
         report.infrastructure_errors += outcomes.count(None)  # never a wrong answer
         report.guard_tasks += len(outcomes) - outcomes.count(None)
         report.guard_passed += outcomes.count(True)
@@ -322,6 +327,7 @@ def train_rounds(
     gate: float | None = None,
     guard: Sequence[Task] = (),
     guard_margin: float = 0.01,
+    guard_concurrency: int | None = None,
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
     """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
@@ -361,7 +367,8 @@ def train_rounds(
     than ``guard_margin`` below the starting model's (round 1's sample) forgets: it is
     rejected, and never becomes the best, whatever it scores. Runs 22 and 23 ended on models
     that lost 2.5 and 3.5 points on the untouched probe; the guard holds a disjoint sample of
-    the same skill (the probe itself is never used to choose).
+    the same skill (the probe itself is never used to choose). ``guard_concurrency``: the
+    guard's requests in flight (None: ``concurrency``; see :func:`sample_groups`).
 
     A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
     its sample would not be the model's, and an error is never a task failure.
@@ -376,6 +383,10 @@ def train_rounds(
     if guard and gate is None:
         raise ConfigError(
             "train_rounds: the forgetting guard acts through the round gate: set gate"
+        )
+    if guard_concurrency is not None and guard_concurrency < 1:
+        raise ConfigError(
+            f"train_rounds: guard_concurrency={guard_concurrency}: at least one request at a time"
         )
     workdir = Path(workdir)
     start = config.init_adapter
@@ -411,7 +422,7 @@ def train_rounds(
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
             plain_control=plain_control, true_claims=config.reward_true_claims,
             resubmit_reward=config.resubmit_reward, resubmit_scope=config.resubmit_scope,
-            guard=guard,
+            guard=guard, guard_concurrency=guard_concurrency,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
         if sampled.infrastructure_errors:

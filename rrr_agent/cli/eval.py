@@ -56,6 +56,15 @@ def eval_command(
         str | None, typer.Option(help="Untouched task set for the forgetting check.")
     ] = None,
     forgetting_limit: Annotated[int, typer.Option(help="Tasks of the forgetting set.")] = 100,
+    forgetting_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The forgetting set's requests in flight (default: --concurrency). 1 measures "
+            "the same model the same twice on a batched CPU server, whose bf16 kernels change "
+            "near-tie answers from one batch to another.",
+        ),
+    ] = None,
     png: Annotated[Path | None, typer.Option(help="Write a bar chart here.")] = None,
     markdown: Annotated[
         Path | None, typer.Option(help="Also write the Markdown table here.")
@@ -92,6 +101,7 @@ def eval_command(
                 tasks, models, settings=settings, taskset=name, concurrency=concurrency,
                 temperature=temperature, seed=seed, max_tokens=max_tokens, stop=unescape(stop),
                 control=control, forgetting=forgetting_set,
+                forgetting_concurrency=forgetting_concurrency,
                 progress=lambda: bar.advance(task_bar), on_prepare=preparing(),
             )  # fmt: skip
     table = report.markdown()
