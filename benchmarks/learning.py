@@ -237,6 +237,15 @@ def parse_args() -> argparse.Namespace:
         "to sums). Default: off",
     )
     parser.add_argument(
+        "--retry-follow-beta",
+        type=float,
+        default=None,
+        help="teach the retry to follow a right reflection: each group also pays this times the "
+        "negative log-likelihood of one logged retry that passed after a reflection that passes "
+        "as the answer itself (runs 42, 50-54: the trained retry answered a right subtraction "
+        "after a failed division with the sum). 0: measured, not paid. Default: off",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -367,6 +376,7 @@ def main() -> None:
         anchor_batch=args.anchor_batch,
         retry_anchor_beta=args.retry_anchor_beta,
         retry_anchor_rewarded_beta=args.retry_anchor_rewarded_beta,
+        retry_follow_beta=args.retry_follow_beta,
     )
     try:
         config.validate()

@@ -490,6 +490,67 @@ def test_the_retry_anchor_holds_the_retry_that_follows_a_reflection(
         config(tmp_path, tiny, mode="offline", retry_anchor_rewarded_beta=-1.0).validate()
 
 
+def test_the_follow_term_teaches_the_retry_to_carry_out_a_right_reflection(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """With ``retry_follow_beta``, each group also pays the negative log-likelihood of one logged
+    retry that passed after a reflection that passes as the answer itself. Which retries those
+    are is judged by the task's verifier; a retry that passed after a reflection without the
+    answer is not one. The control is the same seeded run with the term measured, not paid:
+    paying it makes those retries more likely."""
+    from rrr_trainer import train as run_training
+    from rrr_trainer.offline import _groups, retry_anchor_choices
+
+    from rrr_agent import LoopOptions
+
+    log = tmp_path / "follow.jsonl"
+    reflections = iter(["42", "Maybe multiply.", "I should add them.", "Divide?"] * 3)
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[-1]["content"] == PAPER_MATH:
+            return next(reflections)
+        if len(messages) == 1:
+            return "7"  # first attempt: wrong
+        said = messages[-2]["content"]
+        return "42" if "add" in said or "42" in said else "5"
+
+    model = ScriptedModel(default=reply)
+    engine = Engine(model.model, store=TrajectoryStore(log), options=LoopOptions(reflections=4))
+    for i in range(3):
+        engine.run_sync(math_task(prompt=f"What is 17 + 25? ({i})"))
+    train, _, _ = build_failure_set([log], holdout_fraction=0.0)
+    groups, _ = _groups(train, judge_following=True)
+    assert len(groups) == 3
+    for g in groups:
+        right = [j for j, text in enumerate(g.reflections) if "42" in text]
+        assert len(right) == 1 and g.followed == [j in right for j in range(4)]
+        assert retry_anchor_choices(g, "followed") == right
+        # "I should add them." led to a passing retry too, but does not hold the answer
+        assert len(retry_anchor_choices(g, "rewarded")) == 2
+        g.retries[right[0]] = None  # a retry that never finished is never read
+        assert retry_anchor_choices(g, "followed") == []
+    unjudged, _ = _groups(train)  # judged only when the term is on
+    assert unjudged[0].followed == [] and retry_anchor_choices(unjudged[0], "followed") == []
+
+    nll = {}
+    for beta in (0.0, 50.0):
+        out = str(tmp_path / f"follow-{beta}")
+        cfg = config(tmp_path, tiny, mode="offline", max_steps=4, per_device_train_batch_size=4,
+                     output_dir=out, retry_follow_beta=beta)  # fmt: skip
+        run_training(cfg, [log])
+        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
+        assert all("retry_follow_nll" in r for r in rows)
+        nll[beta] = (rows[0]["retry_follow_nll"], rows[-1]["retry_follow_nll"])
+    assert nll[0.0][0] == pytest.approx(nll[50.0][0], rel=1e-4)  # the same start, measured
+    drop = {beta: start - end for beta, (start, end) in nll.items()}
+    assert drop[50.0] > 2 * max(drop[0.0], 0.05), nll  # paid, it falls at least twice as far
+
+    with pytest.raises(ConfigError, match="retry_follow_beta is a term of offline"):
+        RRRTrainConfig.from_sources(None, mode="online", retry_follow_beta=1.0)
+    with pytest.raises(ConfigError, match=r"retry_follow_beta \(-1.0\) must be 0"):
+        config(tmp_path, tiny, mode="offline", retry_follow_beta=-1.0).validate()
+
+
 def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:
     with pytest.raises(ConfigError) as info:
         RRRTrainConfig.from_sources(None, mode="offline", loss_type="grpo",

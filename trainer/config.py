@@ -162,6 +162,16 @@ class RRRTrainConfig:
         "plain retries drifted to one operator); beside retry_anchor_beta it adds weight where "
         "following matters. None: off; 0: measured (metrics' rewarded_retry_kl), not paid.",
     )
+    retry_follow_beta: float | None = _f(
+        None,
+        "Offline mode: teach the retry to follow a right reflection. Each group also reads one "
+        "logged retry that passed after a reflection that itself passes as the answer, and pays "
+        "this times the retry's mean negative log-likelihood (its tokens and the end token), "
+        "in the conversation that led to it. Unlike the retry anchors it holds the retry to what "
+        "it did, not to the reference model, which often resubmits its failed answer after a "
+        "right reflection. The reward still reaches only reflections. None: off; 0: measured "
+        "(metrics' retry_follow_nll), not paid.",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
@@ -233,7 +243,7 @@ class RRRTrainConfig:
             raise ConfigError(
                 f"resubmit_scope must be 'all' or 'with_pass', not {self.resubmit_scope!r}"
             )
-        for name in ("retry_anchor_beta", "retry_anchor_rewarded_beta"):
+        for name in ("retry_anchor_beta", "retry_anchor_rewarded_beta", "retry_follow_beta"):
             weight = getattr(self, name)
             if weight is None:
                 continue

@@ -36,6 +36,15 @@ reference model had it. The reward still reaches only reflection tokens.
 rewarded reflection: it holds the retry where it followed a reflection to a pass. Alone (learning
 run 35) it leaves the adapter free elsewhere; beside ``retry_anchor_beta`` it adds weight where
 following matters (learning runs 32-34: holding every retry also held the first try).
+
+The follow term (``config.retry_follow_beta``). Held-out, the trained retries of learning runs
+42 and 50-54 dropped right reflections in one context: after a failed division, a right
+subtraction was answered with the sum, a habit that training taught (the base model followed
+all of them). The retry anchors hold the retry to the reference model, which after a right
+reflection often resubmits its failed answer instead. The follow term reads one logged retry a
+group that passed after a reflection that passes as the answer itself, and pays
+``retry_follow_beta`` times its mean negative log-likelihood: the retry is taught to carry out
+a right reflection wherever one was written. The reward still reaches only reflections.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from .data import (
     reflection_reward,
     repeated_reflections,
     scoped_resubmit_reward,
+    text_passes,
 )
 from .policy import (
     ProgressHook,
@@ -96,6 +106,9 @@ class OfflineGroup:
     #: what ``retry_anchor_beta`` holds to the reference model.
     retries: list[str | None] = field(default_factory=list)
     retry_instruction: str = ""
+    #: Whether each reflection itself passes as the answer and its retry passed too (judged only
+    #: with ``retry_follow_beta``; empty otherwise): the retries the follow term reads.
+    followed: list[bool] = field(default_factory=list)
 
 
 def group_advantages(rewards: list[float]) -> list[float]:
@@ -111,12 +124,15 @@ def _groups(
     true_claims: bool = False,
     resubmit_reward: float | None = None,
     resubmit_scope: str = "all",
+    judge_following: bool = False,
 ) -> tuple[list[OfflineGroup], dict[str, int]]:
     """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0, and so
     is a reflection whose key is in ``repeated`` (:func:`_repeated`), and with ``true_claims``
     one that states no true equation over the problem's numbers; with ``resubmit_reward`` one
     whose retry resubmitted the failed answer earns that (:func:`reflection_reward`), in the
-    groups ``resubmit_scope`` names (:func:`scoped_resubmit_reward`)."""
+    groups ``resubmit_scope`` names (:func:`scoped_resubmit_reward`). With ``judge_following``
+    each group also records which reflections pass as the answer themselves and were followed
+    by a passing retry (``OfflineGroup.followed``, judged by :func:`text_passes`)."""
     usable: list[OfflineGroup] = []
     skipped = {"no logged group": 0, "fewer than 2 reflections": 0, "all rewards equal": 0}
     for e in examples:
@@ -126,7 +142,8 @@ def _groups(
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
-        problem = Task.model_validate_json(e.task_json).user_text() if true_claims else None
+        task = Task.model_validate_json(e.task_json) if true_claims or judge_following else None
+        problem = task.user_text() if task is not None and true_claims else None
         paid = scoped_resubmit_reward(
             resubmit_reward, resubmit_scope, [float(c["reward"]) for c in e.group]
         )
@@ -154,6 +171,11 @@ def _groups(
                 chat_template_kwargs=e.chat_template_kwargs,
                 retries=[c.get("retry") for c in e.group],
                 retry_instruction=e.retry_instruction,
+                followed=[
+                    float(c["reward"]) >= 1.0 and text_passes(task, c["text"]) for c in e.group
+                ]
+                if task is not None and judge_following
+                else [],
             )
         )
     return usable, skipped
@@ -236,12 +258,17 @@ def _reference(model: Any, reference: Any) -> Iterator[Any]:
         yield model
 
 
-def retry_anchor_choices(
-    group: OfflineGroup, scope: Literal["all", "rewarded"] = "all"
-) -> list[int]:
-    """The reflections whose logged retry the retry anchor may read: every one with a finished
-    retry (``scope`` 'all'), or only those whose retry passed and earned the reflection its
-    reward ('rewarded')."""
+RetryScope = Literal["all", "rewarded", "followed"]
+
+
+def retry_anchor_choices(group: OfflineGroup, scope: RetryScope = "all") -> list[int]:
+    """The reflections whose logged retry a retry term may read: every one with a finished
+    retry (``scope`` 'all'), only those whose retry passed and earned the reflection its
+    reward ('rewarded'), or only those that pass as the answer themselves and whose retry passed
+    ('followed', the follow term's; ``OfflineGroup.followed``)."""
+    if scope == "followed":
+        pairs = zip(group.retries, group.followed, strict=False)  # not judged: none followed
+        return [i for i, (r, f) in enumerate(pairs) if r is not None and f]
     return [
         i
         for i, r in enumerate(group.retries)
@@ -283,6 +310,16 @@ def _anchor_kl(model: Any, reference: Any, ids: list[int], last: int | None = No
         ref_logits = base(input_ids=batch, **keep).logits[0, :-1]
         ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+
+
+def _retry_nll(model: Any, ids: list[int], last: int) -> Any:
+    """The policy's mean negative log-likelihood of the ``last`` ids of one text (a logged
+    retry and its end token, given the conversation before it): the follow term."""
+    torch = require_extra("torch", "training")
+    batch = torch.tensor([ids])
+    logits = model(input_ids=batch, logits_to_keep=last + 1).logits[0, :-1]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -logp.gather(-1, batch[0, -last:].unsqueeze(-1)).mean()
 
 
 def _group_logps(
@@ -332,7 +369,7 @@ def train_offline(
     repeated = _repeated(examples, config.max_reflection_repeats)
     groups, skipped = _groups(
         examples, config.reward_blank_reflections, repeated, config.reward_true_claims,
-        config.resubmit_reward, config.resubmit_scope,
+        config.resubmit_reward, config.resubmit_scope, config.retry_follow_beta is not None,
     )  # fmt: skip
     zeroed = sum(reflection_key(c["text"]) in repeated for e in examples for c in e.group)
     summary = {
@@ -396,6 +433,7 @@ def train_offline(
         losses, kls, corrected, anchor_kls = [], [], [], []
         retry_kls: list[float] = []
         rewarded_retry_kls: list[float] = []
+        follow_nlls: list[float] = []
         for _ in range(accumulate):  # gradient accumulation: one update per `accumulate` batches
             batch = [rng.choice(groups) for _ in range(groups_per_micro)]
             seen += batch
@@ -430,18 +468,25 @@ def train_offline(
                 # reaches retry tokens, but the adapter moves them; this holds them where the
                 # reference model had them, so the retry keeps following its reflection. The
                 # rewarded term draws again among the retries that passed after a rewarded one.
-                terms: tuple[tuple[Literal["all", "rewarded"], float | None, list[float]], ...] = (
+                # The follow term draws among retries that passed after a right reflection and
+                # pays their negative log-likelihood: the retry held to following, not to the
+                # reference model.
+                terms: tuple[tuple[RetryScope, float | None, list[float]], ...] = (
                     ("all", config.retry_anchor_beta, retry_kls),
                     ("rewarded", config.retry_anchor_rewarded_beta, rewarded_retry_kls),
+                    ("followed", config.retry_follow_beta, follow_nlls),
                 )
                 for scope, weight, sink in terms:
                     if weight is None or not (held := retry_anchor_choices(g, scope)):
                         continue
                     found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
                     assert found is not None
-                    retry_kl = _anchor_kl(model, reference, found[0], last=found[1])
-                    (weight * retry_kl / (accumulate * len(batch))).backward()
-                    sink.append(float(retry_kl.detach()))
+                    if scope == "followed":
+                        term = _retry_nll(model, found[0], found[1])
+                    else:
+                        term = _anchor_kl(model, reference, found[0], last=found[1])
+                    (weight * term / (accumulate * len(batch))).backward()
+                    sink.append(float(term.detach()))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         optimizer.step()
         scheduler.step()
@@ -467,6 +512,8 @@ def train_offline(
             row["retry_kl"] = sum(retry_kls) / len(retry_kls)
         if rewarded_retry_kls:
             row["rewarded_retry_kl"] = sum(rewarded_retry_kls) / len(rewarded_retry_kls)
+        if follow_nlls:
+            row["retry_follow_nll"] = sum(follow_nlls) / len(follow_nlls)
         metrics.append(row)
         log_history.append(row)
         if progress is not None:
