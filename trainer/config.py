@@ -169,8 +169,9 @@ class RRRTrainConfig:
         "this times the retry's mean negative log-likelihood (its tokens and the end token), "
         "in the conversation that led to it. Unlike the retry anchors it holds the retry to what "
         "it did, not to the reference model, which often resubmits its failed answer after a "
-        "right reflection. The reward still reaches only reflections. None: off; 0: measured "
-        "(metrics' retry_follow_nll), not paid.",
+        "right reflection. The reward still reaches only reflections (learning runs 55, 56: "
+        "GRPO then paid the safest second attempt, a phrase or the failed answer again). "
+        "None: off; 0: measured (metrics' retry_follow_nll), not paid.",
     )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")

@@ -44,7 +44,10 @@ all of them). The retry anchors hold the retry to the reference model, which aft
 reflection often resubmits its failed answer instead. The follow term reads one logged retry a
 group that passed after a reflection that passes as the answer itself, and pays
 ``retry_follow_beta`` times its mean negative log-likelihood: the retry is taught to carry out
-a right reflection wherever one was written. The reward still reaches only reflections.
+a right reflection wherever one was written. The reward still reaches only reflections. In
+learning runs 55 and 56 it did: the retry came to copy its reflection, and the reflection became
+the second attempt; GRPO then paid whichever was safest, one phrase that leaves the retry free
+(run 55) or, with repeated texts unpaid, the failed answer again (run 56).
 """
 
 from __future__ import annotations
