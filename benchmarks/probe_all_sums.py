@@ -97,13 +97,15 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     for name, lo, hi in _slices({k: len(v) for k, v in sums.items()}):
-        pairs = list(zip(firsts["base"][lo:hi], firsts["trained"][lo:hi], strict=True))
-        base, trained = [bool(b) for b, _ in pairs], [bool(t) for _, t in pairs]
-        mean, low, high = paired_mean_ci([float(t) - b for b, t in zip(base, trained, strict=True)])
+        pairs = [
+            (bool(b), bool(t))
+            for b, t in zip(firsts["base"][lo:hi], firsts["trained"][lo:hi], strict=True)
+        ]
+        mean, low, high = paired_mean_ci([float(t) - b for b, t in pairs])
         rows.append({
             "slice": name, "n": hi - lo,
-            "base": 100 * sum(base) / (hi - lo),
-            "trained": 100 * sum(trained) / (hi - lo),
+            "base": 100 * sum(b for b, _ in pairs) / (hi - lo),
+            "trained": 100 * sum(t for _, t in pairs) / (hi - lo),
             "delta_pp": 100 * mean, "ci95_pp": [100 * low, 100 * high],
             "lost": sum(b and not t for b, t in pairs),
             "won": sum(t and not b for b, t in pairs),

@@ -430,6 +430,14 @@ def train_offline(
     log_history: list[dict[str, Any]] = []
     model.train()
     pad = tokenizer.pad_token_id
+
+    # The retry terms' measures: the anchors' KL to the reference, the follow term's likelihood.
+    def held_kl(ids: list[int], last: int) -> Any:
+        return _anchor_kl(model, reference, ids, last=last)
+
+    def follow_nll(ids: list[int], last: int) -> Any:
+        return _retry_nll(model, ids, last)
+
     while step < steps:
         optimizer.zero_grad()
         seen: list[OfflineGroup] = []
@@ -474,20 +482,17 @@ def train_offline(
                 # The follow term draws among retries that passed after a right reflection and
                 # pays their negative log-likelihood: the retry held to following, not to the
                 # reference model.
-                terms: tuple[tuple[RetryScope, float | None, list[float]], ...] = (
-                    ("all", config.retry_anchor_beta, retry_kls),
-                    ("rewarded", config.retry_anchor_rewarded_beta, rewarded_retry_kls),
-                    ("followed", config.retry_follow_beta, follow_nlls),
+                terms: tuple[tuple[RetryScope, float | None, list[float], Any], ...] = (
+                    ("all", config.retry_anchor_beta, retry_kls, held_kl),
+                    ("rewarded", config.retry_anchor_rewarded_beta, rewarded_retry_kls, held_kl),
+                    ("followed", config.retry_follow_beta, follow_nlls, follow_nll),
                 )
-                for scope, weight, sink in terms:
+                for scope, weight, sink, measure in terms:
                     if weight is None or not (held := retry_anchor_choices(g, scope)):
                         continue
                     found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
                     assert found is not None
-                    if scope == "followed":
-                        term = _retry_nll(model, found[0], found[1])
-                    else:
-                        term = _anchor_kl(model, reference, found[0], last=found[1])
+                    term = measure(*found)
                     (weight * term / (accumulate * len(batch))).backward()
                     sink.append(float(term.detach()))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
