@@ -635,18 +635,21 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
     texts, and the commonest text with its share (run 11's trained model wrote one phrase for
     every problem), and how many retries resubmitted the failed answer (runs 25 and 26's trained
     models: 28 of 75, 43 of 80), how many reflections would pass as an answer themselves, and
-    after how many of those the retry still failed (run 28: 50 of 90, and 34)."""
+    after how many of those the retry still failed (run 28: 50 of 90, and 34), and how many
+    reflections only restate the failed answer (runs 56 and 58's trained models: 59 of 66 and 42
+    of 59; a reflection the retry then copies is a resubmission with extra steps)."""
     from rrr_trainer.data import resubmits, text_passes
 
     summary: dict[str, Any] = {}
     with out.open("w", encoding="utf-8") as fh:
         for label, trajectories in reflected.items():
             texts = []
-            again = correct = discarded = 0
+            again = restated = correct = discarded = 0
             for tid, traj in sorted(trajectories.items()):
                 again += resubmits(traj.attempts[-1].text, traj.attempts[0].text)
                 text = traj.reflections[0].text.strip()
                 texts.append(text)
+                restated += resubmits(text, traj.attempts[0].text)
                 holds = text_passes(traj.task, text)
                 turn = _turn(traj)
                 correct += holds
@@ -661,6 +664,7 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
                 "commonest": common[0][0] if common else None,
                 "commonest_share": round(common[0][1] / len(texts), 3) if common else None,
                 "retry_resubmits_failed_answer": again,
+                "reflection_restates_failed_answer": restated,
                 "reflection_passes": correct,
                 "retry_failed_after_passing_reflection": discarded,
             }
@@ -758,15 +762,20 @@ def _variety_md(variety: dict[str, Any]) -> str:
         share = "–" if v["commonest_share"] is None else f"{100 * v['commonest_share']:.0f} %"
         commonest = _cell(v["commonest"])
         again = v.get("retry_resubmits_failed_answer", "–")
+        restated = v.get("reflection_restates_failed_answer", "–")
         correct = v.get("reflection_passes", "–")
         discarded = v.get("retry_failed_after_passing_reflection", "–")
         lines.append(
-            f"| {label} | {v['reflections']} | {v['distinct']} | {commonest} | {share} | {again} | "
-            f"{correct} | {discarded} |"
+            f"| {label} | {v['reflections']} | {v['distinct']} | {commonest} | {share} | "
+            f"{restated} | {again} | {correct} | {discarded} |"
         )
     title = "How varied the held-out reflections are (all of them: `reflections.jsonl`):"
     columns = ["model", "reflections", "distinct", "commonest", "its share"]
-    columns += ["retry resubmits the failed answer", "reflection passes as an answer"]
+    columns += [
+        "reflection restates the failed answer",
+        "retry resubmits the failed answer",
+        "reflection passes as an answer",
+    ]
     columns += ["retry failed after a passing reflection"]
     return _md_table(title, columns, lines)
 

@@ -257,3 +257,47 @@ def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
     assert all(r["model"] == "trained" and r["first_try"] == "wrong" for r in rows)
     assert {r["retry"] for r in rows} == {"2", "wrong again"}
     assert all(list(r) == ["model", "task", "first_try", "retry", "retry_passed"] for r in rows)
+
+
+def test_learning_benchmark_counts_reflections_that_restate_the_failed_answer(
+    tmp_path: Path,
+) -> None:
+    """`benchmarks/learning.py`'s reflection summary counts the reflections that only restate the
+    failed first try (runs 56 and 58: most trained reflections did), by the trainer's one
+    `resubmits` (spacing and a trailing period ignored; a blank reflection never counts), and
+    `results.md`'s variety table shows the count."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+    spec = importlib.util.spec_from_file_location("learning_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+
+    said = {1: "wrong", 3: " wrong.", 5: "", 7: "Wrong"}
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        q = messages[0]["content"]
+        i = int(q[1 : q.index(":")])
+        last = messages[-1]["content"]
+        if len(messages) == 1:
+            return str(2 * i) if i in {0, 4} else "wrong"
+        if last.startswith(PAPER_MATH_START):
+            return said.get(i, "I should double it.")
+        if last == "That was wrong. Try again.":
+            return "wrong again"
+        return str(2 * i) if i in {1, 2} else "still wrong"
+
+    model = ScriptedModel(default=reply)
+    store = TrajectoryStore(tmp_path / "eval.jsonl")
+    evaluate(tasks(), [model.model], taskset="toy", concurrency=4,
+             settings=load_settings(log_path=store.path))  # fmt: skip
+    reflected, _ = learning._retried(store.path)
+    summary = learning._reflection_dump({"trained": reflected}, tmp_path / "reflections.jsonl")
+    s = summary["trained"]
+    assert s["reflections"] == 6  # q1, q2, q3, q5, q6, q7 failed first
+    assert s["reflection_restates_failed_answer"] == 2  # q1 and q3; not blank q5, not "Wrong"
+    assert s["retry_resubmits_failed_answer"] == 0 and s["reflection_passes"] == 0
+    table = learning._variety_md(summary)
+    assert "reflection restates the failed answer" in table
+    assert "| trained | 6 | 5 |" in table and "| 2 | 0 | 0 | 0 |" in table
