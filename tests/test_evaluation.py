@@ -228,18 +228,23 @@ def test_eval_cli_forgetting_concurrency(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "forgetting-concurrency" in bad.output
 
 
-def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
-    """`benchmarks/learning.py` copies each held-out plain retry out of the scratch store into
-    `plain_retries.jsonl` (the scratch folder is not kept): exactly the control runs, each with
-    the failed first try it retried, and not the reflection runs of the same evaluation."""
+@pytest.fixture(scope="module")
+def learning() -> Any:
+    """`benchmarks/learning.py` as a module (it is a script, not part of the package)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
     spec = importlib.util.spec_from_file_location("learning_benchmark", path)
     assert spec is not None and spec.loader is not None
-    learning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(learning)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path, learning: Any) -> None:
+    """`benchmarks/learning.py` copies each held-out plain retry out of the scratch store into
+    `plain_retries.jsonl` (the scratch folder is not kept): exactly the control runs, each with
+    the failed first try it retried, and not the reflection runs of the same evaluation."""
     a = ScriptedModel(default=scripted_policy({1, 2, 3}, {1}, {0, 4}))
     store = TrajectoryStore(tmp_path / "eval-after.jsonl")
     evaluate(tasks(), [a.model], taskset="toy", concurrency=4,
@@ -260,20 +265,12 @@ def test_learning_benchmark_keeps_every_plain_retry(tmp_path: Path) -> None:
 
 
 def test_learning_benchmark_counts_reflections_that_restate_the_failed_answer(
-    tmp_path: Path,
+    tmp_path: Path, learning: Any
 ) -> None:
     """`benchmarks/learning.py`'s reflection summary counts the reflections that only restate the
     failed first try (runs 56 and 58: most trained reflections did), by the trainer's one
     `resubmits` (spacing and a trailing period ignored; a blank reflection never counts), and
     `results.md`'s variety table shows the count."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
-    spec = importlib.util.spec_from_file_location("learning_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    learning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(learning)
-
     said = {1: "wrong", 3: " wrong.", 5: "", 7: "Wrong"}
 
     def reply(messages: list[dict[str, Any]]) -> str:
