@@ -47,10 +47,14 @@ def tasks(n: int = 8) -> list[Task]:
 
 
 def scripted_policy(
-    fix_by_reflection: set[int], fix_by_plain: set[int], first_right: set[int]
+    fix_by_reflection: set[int],
+    fix_by_plain: set[int],
+    first_right: set[int],
+    reflections: dict[int, str] | None = None,
 ) -> Any:
     """Answers: right first for `first_right`; after a reflection right for `fix_by_reflection`;
-    after a plain "try again" right for `fix_by_plain`."""
+    after a plain "try again" right for `fix_by_plain`. Reflects "I should double it.", or
+    `reflections[i]` where given."""
 
     def reply(messages: list[dict[str, Any]]) -> str:
         q = messages[0]["content"]
@@ -59,7 +63,7 @@ def scripted_policy(
         if len(messages) == 1:
             return str(2 * i) if i in first_right else "wrong"
         if last.startswith(PAPER_MATH_START):
-            return "I should double it."
+            return (reflections or {}).get(i, "I should double it.")
         if last == "That was wrong. Try again.":
             return str(2 * i) if i in fix_by_plain else "wrong again"
         return str(2 * i) if i in fix_by_reflection else "still wrong"
@@ -272,20 +276,7 @@ def test_learning_benchmark_counts_reflections_that_restate_the_failed_answer(
     `resubmits` (spacing and a trailing period ignored; a blank reflection never counts), and
     `results.md`'s variety table shows the count."""
     said = {1: "wrong", 3: " wrong.", 5: "", 7: "Wrong"}
-
-    def reply(messages: list[dict[str, Any]]) -> str:
-        q = messages[0]["content"]
-        i = int(q[1 : q.index(":")])
-        last = messages[-1]["content"]
-        if len(messages) == 1:
-            return str(2 * i) if i in {0, 4} else "wrong"
-        if last.startswith(PAPER_MATH_START):
-            return said.get(i, "I should double it.")
-        if last == "That was wrong. Try again.":
-            return "wrong again"
-        return str(2 * i) if i in {1, 2} else "still wrong"
-
-    model = ScriptedModel(default=reply)
+    model = ScriptedModel(default=scripted_policy({1, 2}, set(), {0, 4}, reflections=said))
     store = TrajectoryStore(tmp_path / "eval.jsonl")
     evaluate(tasks(), [model.model], taskset="toy", concurrency=4,
              settings=load_settings(log_path=store.path))  # fmt: skip
