@@ -197,6 +197,11 @@ def test_learning_benchmark_refuses_a_missing_prompts_folder_before_writing(tmp_
             ["--guard-concurrency", "0"],
             "--guard-concurrency 0: requests in flight must be at least 1",
         ),
+        (["--gate-first-try", "1.5"], "--gate-first-try 1.5: a share of the gate's score, 0 to 1"),
+        (
+            ["--gate-first-try", "0.5", "--no-round-gate"],
+            "--gate-first-try weighs the round gate's score: drop --no-round-gate",
+        ),
     ],
 )
 def test_learning_benchmark_refuses_bad_flags_before_writing(

@@ -969,15 +969,18 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
             return "Add them." if helps else "Divide?"
         if len(messages) == 1 and "2 + 2" in problem:  # the guard: forgotten by one model
             return "5" if kind == "forgets" else "4"
-        if len(messages) == 1:  # first tries: task 1 passes, except under the bad model
-            return "42" if "(1)" in problem and kind != "bad" else "7"
+        if len(messages) == 1:  # first tries: task 1 passes, except under the bad model;
+            sharp = kind == "sharp" and "(2)" in problem  # the sharp model also answers task 2
+            return "42" if ("(1)" in problem and kind != "bad") or sharp else "7"
         return "42" if "add" in messages[-2]["content"].lower() else "5"
 
     scripted = ScriptedModel(default=reply)
     tasks = [math_task(prompt=f"What is 17 + 25? ({i})") for i in range(3)]
     seen: list[tuple[int, Any]] = []
 
-    def run(plan: dict[int, str], rounds: int, name: str, guard: Any = ()) -> list[Any]:
+    def run(
+        plan: dict[int, str], rounds: int, name: str, guard: Any = (), first_try: float = 0.0
+    ) -> list[Any]:
         seen.clear()
         asked.clear()
 
@@ -991,7 +994,7 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
         settings = load_settings(log_path=tmp_path / f"{name}.jsonl")
         return train_rounds(tasks, cfg, tmp_path / name, rounds=rounds, sampler=sampler,
                             settings=settings, gate=0.0, guard=guard,
-                            say=lambda _m: None)  # fmt: skip
+                            gate_first_try=first_try, say=lambda _m: None)  # fmt: skip
 
     # base (task 1's first try + half of task 0's retries: 1.5 of 3) → bad (no first try: 0.5
     # of 3): rejected → base again, trained from the start → good (every retry passes: 3 of 3):
@@ -1040,6 +1043,22 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     assert [(r.gate, r.sampled.guard_rate) for r in unguarded][:2] == [("kept", None)] * 2
     assert unguarded[-1].adapter == unguarded[2].adapter is not None
 
+    # The first try's share of the score: the sharp model (first try 2 of 3, expected second
+    # try 2.5 of 3) against the good one (1 of 3, 3 of 3). On the expected second try alone
+    # the good model (round 2's) ends the run; with the first try at 0.75 of the score, round
+    # 1's model (the sharp one: 0.708 against 0.5) does.
+    plan = {1: "base", 2: "sharp", 3: "good"}
+    alone = run(plan, 2, "s0")
+    assert [(r.gate, round(r.sampled.second_try_rate, 3)) for r in alone] == [
+        ("kept", 0.5), ("kept", 0.833), ("scored", 1.0),
+    ]  # fmt: skip
+    assert [round(r.sampled.first_try_rate, 3) for r in alone] == [0.333, 0.667, 0.333]
+    assert alone[-1].adapter == alone[1].adapter is not None
+    weighed = run(plan, 2, "s1", first_try=0.75)
+    assert [(r.gate, r.steps) for r in weighed] == [("kept", 1), ("kept", 1), ("scored", 0)]
+    assert weighed[-1].adapter == weighed[0].adapter is not None
+    assert weighed[-1].adapter != weighed[1].adapter
+
     with pytest.raises(ConfigError, match="beyond_plain"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,
                      sampler=lambda _r, _p: scripted.model, beyond_plain=True)  # fmt: skip
@@ -1050,6 +1069,12 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, guard=guard,
                      gate=0.0, guard_concurrency=0,
                      sampler=lambda _r, _p: scripted.model)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"gate_first_try=1\.5"):
+        train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,
+                     gate_first_try=1.5, sampler=lambda _r, _p: scripted.model)  # fmt: skip
+    with pytest.raises(ConfigError, match="gate_first_try weighs"):
+        train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1,
+                     gate_first_try=0.5, sampler=lambda _r, _p: scripted.model)  # fmt: skip
     assert not (tmp_path / "c").exists()  # refused before any round folder
 
 
