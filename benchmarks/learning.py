@@ -749,7 +749,8 @@ def _rounds_table(rounds: list[Any]) -> str:
     columns = ["round", "first try (train)", "failures", "plain retry fixed", "learnable"]
     columns += ["all pass", "all fail"]
     columns += ["blank reflections", "repeated reflections", "resubmitted", "retry success"]
-    columns += ["expected 2nd try", "plain 2nd try", "guard 1st try", "gate", "steps"]
+    columns += ["expected 2nd try", "plain 2nd try", "guard 1st try", "gate score", "gate"]
+    columns += ["steps"]
     columns += ["sample s", "train s"]
     lines = []
     for r in rounds:
@@ -765,8 +766,9 @@ def _rounds_table(rounds: list[Any]) -> str:
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | "
             f"{100 * s.second_try_rate:.1f} % | "
             f"{'–' if plain is None else f'{100 * plain:.1f} %'} | "
-            f"{'–' if guard is None else f'{100 * guard:.1f} %'} | {r.gate or '–'} | {r.steps} | "
-            f"{s.seconds:.0f} | {r.train_seconds:.0f} |"
+            f"{'–' if guard is None else f'{100 * guard:.1f} %'} | "
+            f"{'–' if r.score is None else f'{100 * r.score:.2f} %'} | {r.gate or '–'} | "
+            f"{r.steps} | {s.seconds:.0f} | {r.train_seconds:.0f} |"
         )
     title = "Rounds (sampling with the current model, then offline GRPO):"
     return _md_table(title, columns, lines)

@@ -1054,8 +1054,11 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     ]  # fmt: skip
     assert [round(r.sampled.first_try_rate, 3) for r in alone] == [0.333, 0.667, 0.333]
     assert alone[-1].adapter == alone[1].adapter is not None
+    assert [round(r.score, 3) for r in alone] == [0.5, 0.833, 1.0]
     weighed = run(plan, 2, "s1", first_try=0.75)
     assert [(r.gate, r.steps) for r in weighed] == [("kept", 1), ("kept", 1), ("scored", 0)]
+    assert [round(r.score, 3) for r in weighed] == [0.375, 0.708, 0.5]
+    assert weighed[1].to_dict()["score"] == weighed[1].score
     assert weighed[-1].adapter == weighed[0].adapter is not None
     assert weighed[-1].adapter != weighed[1].adapter
 

@@ -301,6 +301,9 @@ class RoundResult:
     #: samples the best model) or "scored" (the sample after the last round, which only scores
     #: the last model; this result names the best model, what the run hands on)
     gate: str | None = None
+    #: with the round gate: the score it gave the model that drew this round's sample
+    #: (``second_try_rate``, or blended with ``first_try_rate`` by ``gate_first_try``)
+    score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -311,6 +314,7 @@ class RoundResult:
             "train_seconds": round(self.train_seconds, 1),
             "training": self.training,
             "gate": self.gate,
+            "score": self.score,
         }
 
 
@@ -418,11 +422,13 @@ def train_rounds(
     guard_base: float | None = None
     results: list[RoundResult] = []
 
-    def unchanged(r: int, sampled: GroupReport, verdict: str | None) -> RoundResult:
+    def unchanged(
+        r: int, sampled: GroupReport, verdict: str | None, score: float | None
+    ) -> RoundResult:
         return RoundResult(
             round=r, adapter=Path(adapter) if adapter else None, sampled=sampled, steps=0,
             train_seconds=0.0, metrics_path=None, merged=previous.merged if previous else None,
-            gate=verdict,
+            gate=verdict, score=score,
         )  # fmt: skip
 
     for r in range(1, rounds + 1 + (gate is not None)):
@@ -448,6 +454,7 @@ def train_rounds(
                 f"round {r}: {sampled.infrastructure_errors} of {len(tasks)} runs failed on "
                 f"infrastructure (see the error log next to the settings' trajectory log)"
             )
+        score: float | None = None
         if gate is not None:
             score = (
                 1.0 - gate_first_try
@@ -471,7 +478,7 @@ def train_rounds(
                 previous = best[1]  # back to the best model: the next round samples it
                 adapter = str(previous.adapter) if previous and previous.adapter else start
             if last or rejected:
-                results.append(unchanged(r, sampled, "scored" if last else "rejected"))
+                results.append(unchanged(r, sampled, "scored" if last else "rejected", score))
                 say(
                     f"round {r}: the model scores {score:.3f}, the best {best_score:.3f}"
                     + (f", guard {guard_rate:.3f} (start {guard_base:.3f})" if forgets else "")
@@ -479,7 +486,7 @@ def train_rounds(
                 )
                 continue
         if sampled.learnable == 0:  # no group with differing rewards: nothing to learn from
-            results.append(unchanged(r, sampled, None if gate is None else "kept"))
+            results.append(unchanged(r, sampled, None if gate is None else "kept", score))
             say(f"round {r}: no learnable failure; the model is unchanged")
             continue
         round_config = dataclasses.replace(
@@ -496,7 +503,7 @@ def train_rounds(
                 round=r, adapter=result.adapter_dir, sampled=sampled, steps=result.steps,
                 train_seconds=result.seconds, metrics_path=result.metrics_path,
                 training=training, merged=result.merged_dir,
-                gate=None if gate is None else "kept",
+                gate=None if gate is None else "kept", score=score,
             )
         )  # fmt: skip
         previous = results[-1]
