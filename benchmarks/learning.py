@@ -750,14 +750,13 @@ def _rounds_table(rounds: list[Any]) -> str:
     columns += ["all pass", "all fail"]
     columns += ["blank reflections", "repeated reflections", "resubmitted", "retry success"]
     columns += ["expected 2nd try", "plain 2nd try", "guard 1st try", "gate score", "gate"]
-    columns += ["steps"]
-    columns += ["sample s", "train s"]
+    columns += ["steps", "sample s", "train s"]
     lines = []
     for r in rounds:
         s = r.sampled
         plain, guard = s.plain_second_try_rate, s.guard_rate
         lines.append(
-            f"| {r.round} | {100 * s.first_try_passed / max(1, s.tasks):.1f} % | {s.failures} | "
+            f"| {r.round} | {100 * s.first_try_rate:.1f} % | {s.failures} | "
             f"{s.plain_recovered if s.plain_asked else '–'} | {s.learnable} | "
             f"{s.all_passed} | {s.all_failed} | "
             f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
