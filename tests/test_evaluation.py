@@ -289,3 +289,37 @@ def test_learning_benchmark_counts_reflections_that_restate_the_failed_answer(
     table = learning._variety_md(summary)
     assert "reflection restates the failed answer" in table
     assert "| trained | 6 | 5 |" in table and "| 2 | 0 | 0 | 0 |" in table
+    assert s["carries_something"] == 0  # restated, blank, or "wrong" said for q1, q3 and q7
+
+
+def test_learning_benchmark_checks_that_the_reflection_carries_something(
+    tmp_path: Path, learning: Any
+) -> None:
+    """The goal's seventh check reads the share of the trained model's held-out reflections that
+    carry something (`carries_something`: not blank, not the failed answer restated, written for
+    one problem), at least half; `reflections.jsonl` marks each, `results.md` counts them."""
+    said = {1: "wrong", 2: "Double 2.", 3: "", 5: "Say so.", 6: "say so", 7: "7 + 7 is 14"}
+    model = ScriptedModel(default=scripted_policy({1, 2}, set(), {0, 4}, reflections=said))
+    store = TrajectoryStore(tmp_path / "eval.jsonl")
+    report = evaluate(tasks(), [model.model, model.model], taskset="toy", concurrency=4,
+                      settings=load_settings(log_path=store.path))  # fmt: skip
+    reflected, _ = learning._retried(store.path)
+    out = tmp_path / "reflections.jsonl"
+    summary = learning._reflection_dump({"trained": reflected}, out)
+    assert summary["trained"]["carries_something"] == 2  # q2 and q7 of six
+    marked = {json.loads(line)["task"]: json.loads(line)["carries_something"]
+              for line in out.read_text().splitlines()}  # fmt: skip
+    assert {t for t, c in marked.items() if c} == {"q2", "q7"}
+    table = learning._variety_md(summary)
+    row = next(line for line in table.splitlines() if line.startswith("| trained |"))
+    assert "| carries something |" in table and row.endswith("| 2 |")
+    share = learning._carrying_share(reflected)
+    assert share == pytest.approx(2 / 6)
+    goal = learning._goal(report, 12.0, share)
+    check = goal["checks"]["reflection_carries_something_pct"]
+    assert check == {"value": 33.33, "met": False} and not goal["met"]
+    assert learning._goal(report, 12.0, 0.5)["checks"]["reflection_carries_something_pct"]["met"]
+    assert not learning._goal(report, 12.0, None)["checks"]["reflection_carries_something_pct"][
+        "met"
+    ]
+    assert "33 % (at least 50 %)" in learning._goal_md(goal)

@@ -241,6 +241,27 @@ def test_a_blank_reflection_earns_nothing_online_and_offline() -> None:
     assert not groups and skipped["all rewards equal"] == 1
 
 
+def test_a_reflection_carries_something_only_when_it_is_said_about_its_own_problem() -> None:
+    """``carries_something``: one rule for the learning benchmark's goal check and its reflection
+    table. A blank reflection, one that restates the failed answer (spacing and a trailing period
+    ignored) and one written for more than one problem (case and punctuation ignored) carry
+    nothing; a text said for one problem does, even when it is wrong."""
+    from rrr_trainer.data import carries_something
+
+    rows = [
+        ("a", "91 - 34 is 57, not 61.", "91 - 34"),  # says something
+        ("b", " 91 / 34. ", "91 / 34"),  # the failed answer restated
+        ("c", "", "12 + 8"),  # blank
+        ("d", "?!", "12 + 8"),  # only punctuation: blank too
+        ("e", "Numbers are the same.", "3 * 4"),  # the same phrase for two problems
+        ("f", "numbers are the SAME", "5 + 6"),
+        ("g", "Try 5 * 6", "5 + 6"),  # wrong advice, but about its own problem
+        ("g", "Try 5 * 6", "5 + 6"),  # the same problem twice is still one problem
+    ]
+    assert carries_something(rows) == [True, False, False, False, False, False, True, True]
+    assert carries_something([]) == []
+
+
 def test_a_reflection_repeated_across_problems_earns_nothing_online_and_offline() -> None:
     """``max_reflection_repeats``: a text written for more than that many different problems says
     nothing about the problem, so it earns 0 even when its retry passes. Case, spacing and

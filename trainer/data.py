@@ -232,6 +232,22 @@ def repeated_reflections(rows: Iterable[tuple[str, str | None]], limit: int) -> 
     return RepeatCounter(limit).add(rows)
 
 
+def carries_something(rows: Iterable[tuple[str, str | None, str | None]]) -> list[bool]:
+    """For each (task id, reflection text, failed answer) row, whether the reflection can tell the
+    retry something about its own problem: it is not blank (:func:`reflection_key`), it does not
+    restate the failed answer (:func:`resubmits`), and its text was written for that one problem
+    only (:func:`repeated_reflections`, limit 1). A blank, a restatement and a phrase written for
+    every failure carry nothing; held-out, run 65's trained model left 44 of 69 reflections blank,
+    run 58's restated the failed answer in 42 of 59, run 55's wrote one phrase for all 67."""
+    rows = list(rows)
+    repeated = repeated_reflections(((task_id, text) for task_id, text, _ in rows), 1)
+    keys = [reflection_key(text) for _, text, _ in rows]
+    return [
+        bool(key) and key not in repeated and not resubmits(text, failed)
+        for key, (_, text, failed) in zip(keys, rows, strict=True)
+    ]
+
+
 def split_of(task_id: str, holdout_fraction: float) -> str:
     """'heldout' or 'train', stable for a task id across runs and machines."""
     bucket = int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
