@@ -47,7 +47,7 @@ GOAL = {
     "max_training_minutes": 60.0,
     # "The reflection must carry something": the share of the trained model's held-out
     # reflections that are not blank, do not restate the failed answer and were written for one
-    # problem only (`carries_something`). The vanilla model's: 67-72 % (runs 55-65).
+    # problem only (`carries_something`). The vanilla model's, in the plain prompt: 65-72 %.
     "min_carrying_share": 0.5,
 }
 

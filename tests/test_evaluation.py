@@ -316,10 +316,13 @@ def test_learning_benchmark_checks_that_the_reflection_carries_something(
     share = learning._carrying_share(reflected)
     assert share == pytest.approx(2 / 6)
     goal = learning._goal(report, 12.0, share)
-    check = goal["checks"]["reflection_carries_something_pct"]
-    assert check == {"value": 33.33, "met": False} and not goal["met"]
-    assert learning._goal(report, 12.0, 0.5)["checks"]["reflection_carries_something_pct"]["met"]
-    assert not learning._goal(report, 12.0, None)["checks"]["reflection_carries_something_pct"][
-        "met"
-    ]
+
+    def check(share: float | None) -> dict[str, Any]:
+        return dict(
+            learning._goal(report, 12.0, share)["checks"]["reflection_carries_something_pct"]
+        )
+
+    assert check(share) == {"value": 33.33, "met": False} and not goal["met"]
+    assert check(0.5) == {"value": 50.0, "met": True}  # half is enough
+    assert check(None) == {"value": None, "met": False}  # no reflection at all
     assert "33 % (at least 50 %)" in learning._goal_md(goal)
