@@ -171,6 +171,14 @@ def parse_args() -> argparse.Namespace:
         "reflection",
     )
     parser.add_argument(
+        "--hollow-reward",
+        type=float,
+        default=None,
+        help="what a reflection that carries nothing earns, blank or the failed answer restated, "
+        "whatever its retry did and in every group (e.g. -1; off by default). Run 71's trained "
+        "model restated the failed answer in 45 of 59 held-out reflections",
+    )
+    parser.add_argument(
         "--round-gate",
         type=float,
         default=0.03,
@@ -384,6 +392,7 @@ def main() -> None:
         reward_true_claims=args.reward_true_claims,
         resubmit_reward=args.resubmit_reward,
         resubmit_scope=args.resubmit_scope,
+        hollow_reward=args.hollow_reward,
         lora_alpha=2 * args.lora_r,
         lr_scheduler_type="constant",
         warmup_ratio=0.0,
@@ -778,7 +787,8 @@ def _md_table(title: str, columns: list[str], rows: list[str]) -> str:
 def _rounds_table(rounds: list[Any]) -> str:
     columns = ["round", "first try (train)", "failures", "plain retry fixed", "learnable"]
     columns += ["all pass", "all fail"]
-    columns += ["blank reflections", "repeated reflections", "resubmitted", "retry success"]
+    columns += ["blank reflections", "repeated reflections", "resubmitted", "hollow"]
+    columns += ["retry success"]
     columns += ["expected 2nd try", "plain 2nd try", "guard 1st try", "gate score", "gate"]
     columns += ["steps", "sample s", "train s"]
     lines = []
@@ -792,6 +802,7 @@ def _rounds_table(rounds: list[Any]) -> str:
             f"{100 * s.blank_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.repeated_reflections / max(1, s.reflections):.0f} % | "
             f"{100 * s.resubmitted / max(1, s.reflections):.0f} % | "
+            f"{100 * s.hollow / max(1, s.reflections):.0f} % | "
             f"{100 * s.retries_passed / max(1, s.reflections):.1f} % | "
             f"{100 * s.second_try_rate:.1f} % | "
             f"{'–' if plain is None else f'{100 * plain:.1f} %'} | "

@@ -518,6 +518,81 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     assert [g.rewards for g in groups] == [[1.0, -1.0]] and skipped["all rewards equal"] == 2
 
 
+def test_a_reflection_that_carries_nothing_earns_the_hollow_reward(tmp_path: Path) -> None:
+    """``hollow_reward``: a blank reflection, or one that restates the failed answer, earns that
+    whatever its retry did and in every group, so a group of failures is learnable where some
+    reflections say something, and a restatement ranks below a reflection with content even
+    when its retry passed. One rule online, offline and in the round reports, which count such
+    reflections either way (and whose gate score pays reflections as training does)."""
+    from rrr_trainer import RRRTrainConfig
+    from rrr_trainer.data import build_failure_set, carries_something, hollow, reflection_reward
+    from rrr_trainer.grpo import RetryReward
+    from rrr_trainer.offline import _groups
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import ConfigError
+
+    assert hollow("", "41") and hollow("  ", None) and hollow(" 41.", "41")
+    assert not hollow("41 + 1 = 42", "41") and not hollow("41", None)  # no failed answer known
+    assert carries_something([("t0", "41.", "41"), ("t1", "Add one.", "41")]) == [False, True]
+    assert reflection_reward("41.", 1.0, False, failed_answer="41", hollow_reward=-1.0) == -1.0
+    assert reflection_reward("", 0.0, True, failed_answer="41", hollow_reward=-0.5) == -0.5
+    assert reflection_reward("41.", 1.0, False, failed_answer="41") == 1.0  # off unless asked
+    assert reflection_reward("Add one.", 1.0, False, failed_answer="41", hollow_reward=-1.0) == 1.0
+    with pytest.raises(ConfigError, match=r"hollow_reward \(1.0\) must be below 1"):
+        RRRTrainConfig(hollow_reward=1.0).validate()
+
+    task = math_task(prompt="What is 17 + 25?")
+    texts = ["41.", "", "Carry the one.", "It is 42."]
+    reward = RetryReward(tokenizer=None, stop_ids=[], hollow_reward=-1.0)
+    reward.generate_retries = lambda conversations, kw=None: ["43", "43", "43", "42"]  # type: ignore[method-assign]
+    asked = {
+        "prompts": [[{"role": "user", "content": "What is 17 + 25?"}]] * 4,
+        "completions": [[{"role": "assistant", "content": t}] for t in texts],
+        "task": [task.model_dump_json()] * 4,
+        "retry_instruction": ["Try again."] * 4,
+    }
+    assert reward(**asked, failed_answer=["41"] * 4) == [-1.0, -1.0, 0.0, 1.0]
+    assert reward(**asked) == [0.0, -1.0, 0.0, 1.0]  # no failed-answer column: blanks only
+    assert RetryReward(tokenizer=None, stop_ids=[]).hollow_reward is None  # off unless asked
+
+    # Sampled groups: every first attempt is "41"; each retry follows its reflection.
+    retries = {"41.": "43", "Carry the one.": "43", "41": "42", "It is 42.": "42"}
+    order = ["41.", "Carry the one.", "41", "It is 42."]  # t0: both fail; t1: both pass
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "41"
+        if len(messages) == 3:  # problem, failed attempt, reflection instruction
+            return next(reflections)
+        return retries[messages[3]["content"]]  # the reflection
+
+    settings = load_settings(log_path=tmp_path / "x.jsonl")
+    tasks = [math_task(prompt=p, id=f"t{i}") for i, p in enumerate(["17 + 25?", "20 + 22?"])]
+
+    def sample(out: str, paid: float | None) -> Any:
+        nonlocal reflections
+        reflections = iter(order)
+        model = ScriptedModel(default=reply).model
+        return sample_groups(tasks, model, tmp_path / out, k=2, settings=settings, concurrency=1,
+                             hollow_reward=paid)  # fmt: skip
+
+    reflections = iter(order)
+    plain = sample("a.jsonl", None)
+    assert (plain.failures, plain.hollow, plain.resubmitted, plain.retries_passed) == (2, 2, 0, 2)
+    assert (plain.learnable, plain.all_failed, plain.all_passed) == (0, 1, 1)
+    paid = sample("b.jsonl", -1.0)
+    assert (paid.hollow, paid.learnable, paid.all_failed, paid.all_passed) == (2, 2, 0, 0)
+    assert paid.second_try_rate < plain.second_try_rate  # the restated pass is not paid
+
+    # Offline, from the logged trajectories: the failed answer is each example's own.
+    examples, _, _ = build_failure_set([tmp_path / "a.jsonl"], holdout_fraction=0.0)
+    groups, skipped = _groups(examples)
+    assert not groups and skipped["all rewards equal"] == 2
+    groups, skipped = _groups(examples, hollow_reward=-1.0)
+    assert sorted(g.rewards for g in groups) == [[-1.0, 0.0], [-1.0, 1.0]]
+
+
 def test_the_question_of_a_task_is_its_last_user_message() -> None:
     """``Task.user_text()`` is the one reading of "the question": the trainer's claims check,
     the chat's Markdown export and the terminal chat's history all use it. Few-shot turns come

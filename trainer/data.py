@@ -99,6 +99,9 @@ def reflection_reward(
     problem: str | None = None,
     resubmitted: bool = False,
     resubmit_reward: float | None = None,
+    *,
+    failed_answer: str | None = None,
+    hollow_reward: float | None = None,
 ) -> float:
     """The reward a reflection earns: its retry's, except that a reflection must carry something.
     A blank reflection earns 0 unless ``reward_blank``, and so does one whose
@@ -108,7 +111,13 @@ def reflection_reward(
     problem's own numbers and no false one (:func:`equation_claims`). With ``resubmit_reward``,
     a reflection whose retry failed by resubmitting the failed answer (``resubmitted``, see
     :func:`resubmits`) earns that instead, before every other rule: the worst thing a
-    reflection can lead to. Online, offline and the round reports all apply this one rule."""
+    reflection can lead to. With ``hollow_reward``, a reflection that carries nothing, blank or
+    the failed answer (``failed_answer``) restated (:func:`hollow`), earns that whatever its
+    retry did and in every group, before every other rule: a restatement cannot tell the retry
+    anything, and learning run 71's trained model restated the failed answer in 45 of 59
+    held-out reflections. Online, offline and the round reports all apply this one rule."""
+    if hollow_reward is not None and hollow(reflection, failed_answer):
+        return hollow_reward
     if resubmit_reward is not None and resubmitted and retry_reward < 1.0:
         return resubmit_reward
     if not (reward_blank or (reflection or "").strip()):
@@ -186,6 +195,13 @@ def resubmits(retry: str | None, failed: str | None) -> bool:
     return bool(key) and key == answer_key(failed)
 
 
+def hollow(reflection: str | None, failed: str | None) -> bool:
+    """Whether a reflection carries nothing on its own: it is blank (:func:`reflection_key`), or
+    it restates the failed answer it follows (:func:`resubmits`). The rule behind
+    ``hollow_reward``; :func:`carries_something` also counts texts repeated across problems."""
+    return not reflection_key(reflection) or resubmits(reflection, failed)
+
+
 def reflection_key(text: str | None) -> str:
     """A reflection's text with case, spacing and punctuation ignored: "Numbers are the same." and
     "numbers are the same" are one text. Digits are kept, so reflections that name the problem's
@@ -241,10 +257,9 @@ def carries_something(rows: Iterable[tuple[str, str | None, str | None]]) -> lis
     run 58's restated the failed answer in 42 of 59, run 55's wrote one phrase for all 67."""
     rows = list(rows)
     repeated = repeated_reflections(((task_id, text) for task_id, text, _ in rows), 1)
-    keys = [reflection_key(text) for _, text, _ in rows]
     return [
-        bool(key) and key not in repeated and not resubmits(text, failed)
-        for key, (_, text, failed) in zip(keys, rows, strict=True)
+        not hollow(text, failed) and reflection_key(text) not in repeated
+        for _, text, failed in rows
     ]
 
 

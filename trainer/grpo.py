@@ -91,6 +91,9 @@ class RetryReward:
     #: Where it applies (``resubmit_scope``): 'all' groups, or 'with_pass', only the groups
     #: (a problem's completions in this call) in which some retry passed.
     resubmit_scope: str = "all"
+    #: What a blank reflection or one that restates the failed answer earns (``hollow_reward``;
+    #: None: off), in every group and whatever its retry did.
+    hollow_reward: float | None = None
     trainer: Any = None
     #: The most recent batch: reflection, retry and reward per completion (tests, debugging).
     last: list[dict[str, Any]] = field(default_factory=list)
@@ -196,8 +199,9 @@ class RetryReward:
             reflection_reward(f, p, self.reward_blank, repeated,
                               t.user_text() if self.true_claims else None, a,
                               scoped_resubmit_reward(self.resubmit_reward, self.resubmit_scope,
-                                                     group[t.id]))
-            for t, f, p, a in zip(tasks, reflections, passed, again, strict=True)
+                                                     group[t.id]),
+                              failed_answer=fa, hollow_reward=self.hollow_reward)
+            for t, f, p, a, fa in zip(tasks, reflections, passed, again, failed, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?
         holds_answer = [text_passes(t, r) for t, r in zip(tasks, reflections, strict=True)]
@@ -306,6 +310,7 @@ def build_trainer(
         true_claims=config.reward_true_claims,
         resubmit_reward=config.resubmit_reward,
         resubmit_scope=config.resubmit_scope,
+        hollow_reward=config.hollow_reward,
     )
     trainer = trl.GRPOTrainer(
         model=model,

@@ -69,6 +69,7 @@ from rrr_agent import DataError, JsonlAppender, Reflection, Task, require_extra,
 from .config import RRRTrainConfig
 from .data import (
     FailureExample,
+    hollow,
     reflection_key,
     reflection_reward,
     repeated_reflections,
@@ -128,12 +129,14 @@ def _groups(
     resubmit_reward: float | None = None,
     resubmit_scope: str = "all",
     judge_following: bool = False,
+    hollow_reward: float | None = None,
 ) -> tuple[list[OfflineGroup], dict[str, int]]:
     """The trainable groups; with ``reward_blank`` False a blank reflection's reward is 0, and so
     is a reflection whose key is in ``repeated`` (:func:`_repeated`), and with ``true_claims``
     one that states no true equation over the problem's numbers; with ``resubmit_reward`` one
     whose retry resubmitted the failed answer earns that (:func:`reflection_reward`), in the
-    groups ``resubmit_scope`` names (:func:`scoped_resubmit_reward`). With ``judge_following``
+    groups ``resubmit_scope`` names (:func:`scoped_resubmit_reward`); with ``hollow_reward`` a
+    blank reflection or one that restates the failed answer earns that. With ``judge_following``
     each group also records which reflections pass as the answer themselves and were followed
     by a passing retry (``OfflineGroup.followed``, judged by :func:`text_passes`)."""
     usable: list[OfflineGroup] = []
@@ -159,6 +162,8 @@ def _groups(
                 problem,
                 bool(c.get("resubmits")),
                 paid,
+                failed_answer=e.failed_answer,
+                hollow_reward=hollow_reward,
             )
             for c in e.group
         ]
@@ -373,6 +378,7 @@ def train_offline(
     groups, skipped = _groups(
         examples, config.reward_blank_reflections, repeated, config.reward_true_claims,
         config.resubmit_reward, config.resubmit_scope, config.retry_follow_beta is not None,
+        config.hollow_reward,
     )  # fmt: skip
     zeroed = sum(reflection_key(c["text"]) in repeated for e in examples for c in e.group)
     summary = {
@@ -381,6 +387,9 @@ def train_offline(
         "repeated_texts": sorted(repeated),
         "repeated_reflections": zeroed,
         "resubmitted_retries": sum(bool(c.get("resubmits")) for e in examples for c in e.group),
+        "hollow_reflections": sum(
+            hollow(c["text"], e.failed_answer) for e in examples for c in e.group
+        ),
     }
     (output_dir / "offline_groups.json").write_text(json.dumps(summary, indent=2))
     if not groups:

@@ -49,6 +49,7 @@ from rrr_agent.evaluation import first_tries
 
 from .config import RRRTrainConfig
 from .data import (
+    hollow,
     reflection_key,
     reflection_reward,
     repeated_reflections,
@@ -79,6 +80,9 @@ class GroupReport:
     repeated_reflections: int = 0
     #: failed retries that resubmitted the failed answer (:func:`~rrr_trainer.data.resubmits`)
     resubmitted: int = 0
+    #: reflections that carry nothing: blank, or the failed answer restated
+    #: (:func:`~rrr_trainer.data.hollow`; they earn ``hollow_reward`` when set)
+    hollow: int = 0
     retries_passed: int = 0
     #: failures also asked the plain retry (``plain_control`` or ``beyond_plain``)
     plain_asked: int = 0
@@ -149,6 +153,7 @@ def sample_groups(
     true_claims: bool = False,
     resubmit_reward: float | None = None,
     resubmit_scope: str = "all",
+    hollow_reward: float | None = None,
     guard: Sequence[Task] = (),
     guard_concurrency: int | None = None,
     on_result: Callable[[], None] | None = None,
@@ -160,7 +165,8 @@ def sample_groups(
     ``true_claims`` one that states no true equation over the problem's numbers, or a false one;
     with ``resubmit_reward`` one whose retry resubmitted the failed answer earns that, in the
     groups ``resubmit_scope`` names (:func:`~rrr_trainer.data.scoped_resubmit_reward`). Such
-    retries are counted either way (:attr:`GroupReport.resubmitted`).
+    retries are counted either way (:attr:`GroupReport.resubmitted`), and so are reflections
+    that carry nothing (:attr:`GroupReport.hollow`), which earn ``hollow_reward`` when set.
 
     ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
     evaluation's control asks it). A failure it fixes is counted (``plain_recovered``) and not
@@ -196,9 +202,9 @@ def sample_groups(
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
-    #: per kept failure: its task and its completed (reflection, retry reward, the retry
-    #: resubmitted the failed answer) triples
-    failed: list[tuple[Task, list[tuple[str, float, bool]]]] = []
+    #: per kept failure: its task, its failed answer and its completed (reflection, retry
+    #: reward, the retry resubmitted the failed answer) triples
+    failed: list[tuple[Task, str | None, list[tuple[str, float, bool]]]] = []
     gate = asyncio.Semaphore(concurrency)  # plain retries in flight
 
     async def keep(traj: Trajectory) -> None:
@@ -227,7 +233,7 @@ def sample_groups(
             for c in g.candidates
             if c.status == "completed" and c.reward is not None and c.reflection is not None
         ]
-        failed.append((traj.task, done))
+        failed.append((traj.task, failed_answer, done))
 
     async def guarded() -> None:
         first_only = engine(LoopOptions(max_retries=0))
@@ -258,19 +264,21 @@ def sample_groups(
     asyncio.run(go())
     # Counted once the sample is complete: whether a text repeats depends on all of it.
     repeated = repeated_reflections(
-        ((task.id, text) for task, done in failed for text, _, _ in done), max_repeats
+        ((task.id, text) for task, _, done in failed for text, _, _ in done), max_repeats
     )
-    for task, done in failed:
+    for task, failed_answer, done in failed:
         problem = task.user_text() if true_claims else None
         paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, _ in done])
         rewards = [
-            reflection_reward(t, r, reward_blank, repeated, problem, again, paid)
+            reflection_reward(t, r, reward_blank, repeated, problem, again, paid,
+                              failed_answer=failed_answer, hollow_reward=hollow_reward)
             for t, r, again in done
-        ]
+        ]  # fmt: skip
         report.reflections += len(rewards)
         report.blank_reflections += sum(1 for t, _, _ in done if not t.strip())
         report.repeated_reflections += sum(1 for t, _, _ in done if reflection_key(t) in repeated)
         report.resubmitted += sum(1 for _, _, again in done if again)
+        report.hollow += sum(1 for t, _, _ in done if hollow(t, failed_answer))
         report.retries_passed += sum(1 for r in rewards if r == 1.0)
         if rewards:
             report.reflected_passes += sum(1 for r in rewards if r == 1.0) / len(rewards)
@@ -446,7 +454,7 @@ def train_rounds(
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
             plain_control=plain_control, true_claims=config.reward_true_claims,
             resubmit_reward=config.resubmit_reward, resubmit_scope=config.resubmit_scope,
-            guard=guard, guard_concurrency=guard_concurrency,
+            hollow_reward=config.hollow_reward, guard=guard, guard_concurrency=guard_concurrency,
         )  # fmt: skip
         say(f"round {r}: sampled {json.dumps(sampled.to_dict())}")
         if sampled.infrastructure_errors:
