@@ -405,6 +405,19 @@ def test_a_reflection_must_state_a_true_equation_when_claims_are_checked(tmp_pat
     assert (plain.learnable, plain.all_passed) == (0, 2)
 
 
+def _reward_batch(reflections: list[str]) -> dict[str, Any]:
+    """One call's columns for the online reward (``RetryReward``): each reflection written after
+    a failed first attempt at "What is 17 + 25?" (expected 42)."""
+    task = math_task(prompt="What is 17 + 25?")
+    n = len(reflections)
+    return {
+        "prompts": [[{"role": "user", "content": "What is 17 + 25?"}]] * n,
+        "completions": [[{"role": "assistant", "content": t}] for t in reflections],
+        "task": [task.model_dump_json()] * n,
+        "retry_instruction": ["Try again."] * n,
+    }
+
+
 def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     tmp_path: Path,
 ) -> None:
@@ -444,18 +457,12 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     assert scoped_resubmit_reward(-1.0, "with_pass", [0.0, 1.0]) == -1.0
     assert scoped_resubmit_reward(None, "with_pass", [1.0]) is None
 
-    task = math_task(prompt="What is 17 + 25?")
     retries = {"Add again.": "41", "Say it again.": " 41.", "Carry the one.": "43",
                "It is 42.": "42"}  # fmt: skip
     texts = list(retries)
     reward = RetryReward(tokenizer=None, stop_ids=[], resubmit_reward=-1.0)
     reward.generate_retries = lambda conversations, kw=None: list(retries.values())  # type: ignore[method-assign]
-    asked = {
-        "prompts": [[{"role": "user", "content": "What is 17 + 25?"}]] * 4,
-        "completions": [[{"role": "assistant", "content": t}] for t in texts],
-        "task": [task.model_dump_json()] * 4,
-        "retry_instruction": ["Try again."] * 4,
-    }
+    asked = _reward_batch(texts)
     assert reward(**asked, failed_answer=["41"] * 4) == [-1.0, -1.0, 0.0, 1.0]
     assert [row["resubmits"] for row in reward.last] == [True, True, False, False]
     assert reward(**asked) == [0.0, 0.0, 0.0, 1.0]  # a dataset without the column: no rule
@@ -542,16 +549,9 @@ def test_a_reflection_that_carries_nothing_earns_the_hollow_reward(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"hollow_reward \(1.0\) must be below 1"):
         RRRTrainConfig(hollow_reward=1.0).validate()
 
-    task = math_task(prompt="What is 17 + 25?")
-    texts = ["41.", "", "Carry the one.", "It is 42."]
     reward = RetryReward(tokenizer=None, stop_ids=[], hollow_reward=-1.0)
     reward.generate_retries = lambda conversations, kw=None: ["43", "43", "43", "42"]  # type: ignore[method-assign]
-    asked = {
-        "prompts": [[{"role": "user", "content": "What is 17 + 25?"}]] * 4,
-        "completions": [[{"role": "assistant", "content": t}] for t in texts],
-        "task": [task.model_dump_json()] * 4,
-        "retry_instruction": ["Try again."] * 4,
-    }
+    asked = _reward_batch(["41.", "", "Carry the one.", "It is 42."])
     assert reward(**asked, failed_answer=["41"] * 4) == [-1.0, -1.0, 0.0, 1.0]
     assert reward(**asked) == [0.0, -1.0, 0.0, 1.0]  # no failed-answer column: blanks only
     assert RetryReward(tokenizer=None, stop_ids=[]).hollow_reward is None  # off unless asked
