@@ -484,13 +484,13 @@ class _Run:
         # A reflection is prose: keep the tools visible (the conversation mentions them) but
         # forbid calling one.
         tool_choice = "none" if reflection and tools else None
-        params = self.sampling.request_params(reflection=reflection)
+        # Seeded per task and branch: k branches, or many tasks, with one seed would draw one
+        # random stream on a server that seeds each request (vLLM).
+        params = self.sampling.request_params(
+            reflection=reflection, task_id=self.task.id, branch=branch
+        )
         if reflection:
             params.pop("response_format", None)  # a reflection is prose, never the JSON answer
-        if branch and params.get("seed") is not None:
-            # k branches with one seed would be k copies of one sample on a server that seeds
-            # each request (vLLM): branch b uses seed + b.
-            params["seed"] = int(params["seed"]) + branch
         if self.task.chat_template_kwargs:
             params["chat_template_kwargs"] = dict(self.task.chat_template_kwargs)
 

@@ -200,12 +200,21 @@ class SamplingParams(_Model):
     #: reflections while attempts and retries stay greedy keeps the retry's reward about the
     #: reflection, not the retry's own luck.
     reflection_temperature: float | None = Field(default=None, ge=0)
+    #: The run's seed. Each request is seeded with :func:`request_seed`, a stable mix of it, the
+    #: task's id and the branch: a rerun repeats every sample, and no two tasks or branches
+    #: share one random stream. (Learning run 72's sample, seeded with the bare seed plus the
+    #: branch, drew the same reflection for every problem on some branches: 100 % of 109
+    #: problems on two of the base model's eight.)
     seed: int | None = None
     stop: list[str] | None = None
     #: Provider-specific parameters passed through unchanged (e.g. ``{"top_k": 20}``).
     extra: dict[str, Any] = Field(default_factory=dict)
 
-    def request_params(self, *, reflection: bool = False) -> dict[str, Any]:
+    def request_params(
+        self, *, reflection: bool = False, task_id: str = "", branch: int = 0
+    ) -> dict[str, Any]:
+        """One request's parameters: for a reflection (``reflection``) its own temperature and
+        token cap, and the seed of ``task_id``'s branch ``branch`` (:func:`request_seed`)."""
         params: dict[str, Any] = {}
         temperature = self.temperature
         if reflection and self.reflection_temperature is not None:
@@ -220,11 +229,20 @@ class SamplingParams(_Model):
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         if self.seed is not None:
-            params["seed"] = self.seed
+            params["seed"] = request_seed(self.seed, task_id, branch)
         if self.stop:
             params["stop"] = list(self.stop)
         params.update(self.extra)
         return params
+
+
+def request_seed(seed: int, task_id: str, branch: int = 0) -> int:
+    """The seed one request is sent with: a stable 31-bit hash of the run's ``seed``, the task's
+    id and the branch (one of k sampled reflections). A server that seeds each request (vLLM)
+    draws one random stream per seed, so the bare seed on every task would give each branch the
+    same draws on every problem, and a peaked model the same text."""
+    digest = hashlib.sha256(f"{seed}\0{task_id}\0{branch}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 class LoopOptions(_Model):

@@ -62,7 +62,7 @@ class _Request:
 
     def key(self) -> tuple[Any, ...]:
         return (
-            self.max_new_tokens, self.temperature, self.top_p, self.stop, self.seed,
+            self.max_new_tokens, self.temperature, self.top_p, self.stop, self.seed is not None,
             self.min_tokens, self.ignore_eos,
         )  # fmt: skip
 
@@ -281,6 +281,8 @@ class LocalModel:
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
         if first.seed is not None:
+            # Each request has its own seed (``request_seed``: per task and branch); a batch
+            # draws one stream, seeded by its first request.
             torch.manual_seed(int(first.seed))
         prompt_len = enc["input_ids"].shape[1]
         if any(r.on_text is not None for r in group):

@@ -221,7 +221,7 @@ def test_sampling_params_reach_the_model(scripted: ScriptedModel) -> None:
     assert attempt_params["temperature"] == 0.7 and attempt_params["max_tokens"] == 64
     assert reflect_params["max_tokens"] == 16 and reflect_params["temperature"] == 1.0
     assert retry_params["temperature"] == 0.7
-    assert retry_params["max_tokens"] == 64 and retry_params["seed"] == 3
+    assert retry_params["max_tokens"] == 64 and retry_params["seed"] == attempt_params["seed"]
     assert traj.sampling == sampling
 
 
@@ -307,16 +307,31 @@ def test_k_group_none_passes_continues_with_lowest_branch(scripted: ScriptedMode
     assert traj.outcome is Outcome.FAILED
 
 
-def test_k_group_branches_get_distinct_seeds(scripted: ScriptedModel) -> None:
-    # A server that seeds each request (vLLM) would otherwise return k copies of one reflection.
+def test_k_group_branches_and_tasks_get_distinct_seeds(scripted: ScriptedModel) -> None:
+    """A server that seeds each request (vLLM) draws one random stream per seed: k branches with
+    one seed would be k copies of one reflection, and every task's branch b with one seed the
+    same draws on every problem (learning run 72: one text for all 109 problems on two of the
+    base model's eight branches). Seeds mix the run's seed, the task's id and the branch, and a
+    rerun sends the same ones."""
     scripted.default = "wrong"
     sampling = SamplingParams(temperature=0.0, reflection_temperature=1.0, seed=7)
-    engine_for(scripted, options=LoopOptions(reflections=3), sampling=sampling).run_sync(
-        math_task()
-    )
-    reflection_calls = [r.params for r in scripted.requests if r.params.get("temperature") == 1.0]
-    assert sorted(p["seed"] for p in reflection_calls) == [7, 8, 9]
-    assert scripted.requests[0].params["seed"] == 7  # the first attempt keeps the seed
+    engine = engine_for(scripted, options=LoopOptions(reflections=3), sampling=sampling)
+
+    def seeds(task: Task) -> tuple[int, list[int]]:
+        scripted.requests.clear()
+        engine.run_sync(task)
+        hot = [r.params["seed"] for r in scripted.requests if r.params.get("temperature") == 1.0]
+        return scripted.requests[0].params["seed"], sorted(hot)
+
+    first, branches = seeds(math_task(id="a"))
+    assert len(set(branches)) == 3 and first in branches  # the first attempt is branch 0's
+    assert all(0 <= s < 2**31 for s in branches)  # a 31-bit seed every server accepts
+    other_first, other = seeds(math_task(id="b"))
+    assert not set(other) & set(branches) and other_first != first
+    assert seeds(math_task(id="a")) == (first, branches)  # a rerun repeats every sample
+    engine = engine_for(scripted, options=LoopOptions(reflections=3),
+                        sampling=sampling.model_copy(update={"seed": 8}))  # fmt: skip
+    assert not set(seeds(math_task(id="a"))[1]) & set(branches)  # another run's seed
 
 
 def test_k_group_branch_infra_error_is_not_a_reward(scripted: ScriptedModel) -> None:

@@ -357,11 +357,11 @@ def train_rounds(
     (``config.merge``) or given the adapter at run time (:func:`rrr_agent.serving.load_adapter`,
     as the nightly job reloads its server). Default: the embedded model in this process.
 
-    ``seeded``: send per-request seeds (round r: ``config.seed + 1000 r``, branch b adds b).
-    False leaves sampling to the server's own random state, for a server that cannot take seeds:
-    vLLM's CPU backend (0.32) crashes on a seeded request whose prefill is chunked, so a CPU
-    server started outside rrr needs ``--no-enable-chunked-prefill`` (:class:`VLLMServer` passes
-    it).
+    ``seeded``: send per-request seeds (round r: ``config.seed + 1000 r``, mixed with each
+    task's id and branch by :func:`rrr_agent._types.request_seed`). False leaves sampling to
+    the server's own random state, for a server that cannot take seeds: vLLM's CPU backend
+    (0.32) crashes on a seeded request whose prefill is chunked, so a CPU server started
+    outside rrr needs ``--no-enable-chunked-prefill`` (:class:`VLLMServer` passes it).
 
     ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
     ``plain_control``: also ask each failure the plain retry, to report the control of each
