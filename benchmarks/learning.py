@@ -126,8 +126,9 @@ def parse_args() -> argparse.Namespace:
         "--max-reflection-repeats",
         type=int,
         default=0,
-        help="a reflection written for more than this many of a round's problems earns 0 (case "
-        "and punctuation ignored; 0: off). Run 12's trained model wrote one phrase for all",
+        help="a reflection written for more than this many of a round's problems earns 0, or "
+        "--hollow-reward when set (case and punctuation ignored; 0: off). Run 12's trained model "
+        "wrote one phrase for all",
     )
     parser.add_argument(
         "--beyond-plain-retry",
@@ -174,9 +175,10 @@ def parse_args() -> argparse.Namespace:
         "--hollow-reward",
         type=float,
         default=None,
-        help="what a reflection that carries nothing earns, blank or the failed answer restated, "
-        "whatever its retry did and in every group (e.g. -1; off by default). Run 71's trained "
-        "model restated the failed answer in 45 of 59 held-out reflections",
+        help="what a reflection that carries nothing earns, blank, the failed answer restated, or "
+        "with --max-reflection-repeats a text written for more problems than that, whatever its "
+        "retry did and in every group (e.g. -1; off by default). Run 71's trained model "
+        "restated the failed answer in 45 of 59 held-out reflections",
     )
     parser.add_argument(
         "--round-gate",

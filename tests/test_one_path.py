@@ -546,6 +546,12 @@ def test_a_reflection_that_carries_nothing_earns_the_hollow_reward(tmp_path: Pat
     assert reflection_reward("", 0.0, True, failed_answer="41", hollow_reward=-0.5) == -0.5
     assert reflection_reward("41.", 1.0, False, failed_answer="41") == 1.0  # off unless asked
     assert reflection_reward("Add one.", 1.0, False, failed_answer="41", hollow_reward=-1.0) == 1.0
+    # A phrase written for too many problems carries nothing either: 0 alone, hollow when paid.
+    phrase = {"numbers are not the same"}
+    assert reflection_reward("Numbers are not the same.", 1.0, False, phrase) == 0.0
+    assert reflection_reward("Numbers are NOT the same", 1.0, False, phrase, failed_answer="41",
+                             hollow_reward=-1.0) == -1.0  # fmt: skip
+    assert reflection_reward("Add one.", 1.0, False, phrase, hollow_reward=-1.0) == 1.0
     with pytest.raises(ConfigError, match=r"hollow_reward \(1.0\) must be below 1"):
         RRRTrainConfig(hollow_reward=1.0).validate()
 

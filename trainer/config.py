@@ -137,11 +137,13 @@ class RRRTrainConfig:
     hollow_reward: float | None = _f(
         None,
         "What a reflection that carries nothing earns, blank or the failed answer restated "
-        "(spacing and a trailing period ignored), whatever its retry did and in every group "
-        "(e.g. -1; a group of failures becomes learnable where some reflections say something). "
-        "Held-out, learning run 71's trained model restated the failed answer in 45 of 59 "
-        "reflections; resubmit_reward, keyed on the retry, does not see a restatement whose "
-        "retry tried something else. None: off. Must be below 1, a passing retry's reward.",
+        "(spacing and a trailing period ignored), or with max_reflection_repeats a text written "
+        "for more problems than that, whatever its retry did and in every group (e.g. -1; a "
+        "group of failures becomes learnable where some reflections say something). Held-out, "
+        "learning run 71's trained model restated the failed answer in 45 of 59 reflections; "
+        "resubmit_reward, keyed on the retry, does not see a restatement whose retry tried "
+        "something else. Run 72's, paid for blanks and restatements only, wrote one phrase for "
+        "76 of 77. None: off. Must be below 1, a passing retry's reward.",
     )
     anchor: str | None = _f(
         None,

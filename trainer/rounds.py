@@ -81,7 +81,8 @@ class GroupReport:
     #: failed retries that resubmitted the failed answer (:func:`~rrr_trainer.data.resubmits`)
     resubmitted: int = 0
     #: reflections that carry nothing: blank, or the failed answer restated
-    #: (:func:`~rrr_trainer.data.hollow`; they earn ``hollow_reward`` when set)
+    #: (:func:`~rrr_trainer.data.hollow`; they earn ``hollow_reward`` when set, and so do the
+    #: ``repeated_reflections``)
     hollow: int = 0
     retries_passed: int = 0
     #: failures also asked the plain retry (``plain_control`` or ``beyond_plain``)
