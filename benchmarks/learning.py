@@ -722,16 +722,23 @@ def _carrying_share(trajectories: dict[str, Any]) -> float | None:
     return sum(carrying.values()) / len(carrying) if carrying else None
 
 
+def _points(rate: float, baseline: float) -> float:
+    """``rate`` − ``baseline`` in percentage points, rounded off the float noise a difference of
+    two shares carries, so that a gain of exactly the goal meets it: run 73's first try went
+    from 46.5 % to 56.5 %, which came out as 9.999999999999993 points and failed "at least 10"."""
+    return round(100 * (rate - baseline), 9)
+
+
 def _goal(report: Any, training_minutes: float, carrying_share: float | None) -> dict[str, Any]:
     """The goal's checks: the first five from the report's figures, the training minutes, and
     the share of the trained model's reflections that carry something (`_carrying_share`)."""
     a, b = (m.summary() for m in report.models)
-    first = 100 * (b["first_try"]["rate"] - a["first_try"]["rate"])
-    second = 100 * (b["second_try"]["rate"] - a["second_try"]["rate"])
-    own_plain = 100 * (b["second_try"]["rate"] - b["second_try_plain_retry"]["rate"])
-    vanilla_plain = 100 * (b["second_try"]["rate"] - a["second_try_plain_retry"]["rate"])
+    first = _points(b["first_try"]["rate"], a["first_try"]["rate"])
+    second = _points(b["second_try"]["rate"], a["second_try"]["rate"])
+    own_plain = _points(b["second_try"]["rate"], b["second_try_plain_retry"]["rate"])
+    vanilla_plain = _points(b["second_try"]["rate"], a["second_try_plain_retry"]["rate"])
     rows = report.forgetting()
-    forgetting = 100 * rows[1]["delta_vs_baseline"]["mean"] if len(rows) == 2 else None
+    forgetting = _points(rows[1]["delta_vs_baseline"]["mean"], 0.0) if len(rows) == 2 else None
     checks = {
         "first_try_gain_pp": (first, first >= GOAL["first_try_gain_pp"]),
         "second_try_gain_pp": (second, second >= GOAL["second_try_gain_pp"]),

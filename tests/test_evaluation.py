@@ -326,3 +326,6 @@ def test_learning_benchmark_checks_that_the_reflection_carries_something(
     assert check(0.5) == {"value": 50.0, "met": True}  # half is enough
     assert check(None) == {"value": None, "met": False}  # no reflection at all
     assert "33 % (at least 50 %)" in learning._goal_md(goal)
+    # Points are compared without the float noise of a difference: 46.5 % → 56.5 % is 10 points.
+    assert 100 * (0.565 - 0.465) < 10.0 and learning._points(0.565, 0.465) == 10.0
+    assert learning._points(0.70, 0.70) == 0.0 and learning._points(0.2, 0.215) == -1.5
