@@ -142,7 +142,7 @@ class RRRTrainConfig:
         "group of failures becomes learnable where some reflections say something). Held-out, "
         "learning run 71's trained model restated the failed answer in 45 of 59 reflections; "
         "resubmit_reward, keyed on the retry, does not see a restatement whose retry tried "
-        "something else. Run 72's, paid for blanks and restatements only, wrote one phrase for "
+        "something else. Run 72's, where only blanks and restatements cost, wrote one phrase for "
         "76 of 77. None: off. Must be below 1, a passing retry's reward.",
     )
     anchor: str | None = _f(

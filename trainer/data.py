@@ -115,8 +115,8 @@ def reflection_reward(
     the failed answer (``failed_answer``) restated (:func:`hollow`) or a text in ``repeated``,
     earns that whatever its retry did and in every group, before every other rule: such a text
     cannot tell the retry anything about its problem. Learning run 71's trained model restated
-    the failed answer in 45 of 59 held-out reflections; run 72's, paid for neither blanks nor
-    restatements, wrote one phrase for 76 of 77. Online, offline and the round reports all
+    the failed answer in 45 of 59 held-out reflections; run 72's, where only blanks and
+    restatements cost, wrote one phrase for 76 of 77. Online, offline and the round reports all
     apply this one rule."""
     if hollow_reward is not None and (
         hollow(reflection, failed_answer) or reflection_key(reflection) in repeated
