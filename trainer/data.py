@@ -118,9 +118,7 @@ def reflection_reward(
     the failed answer in 45 of 59 held-out reflections; run 72's, where only blanks and
     restatements cost, wrote one phrase for 76 of 77. Online, offline and the round reports all
     apply this one rule."""
-    if hollow_reward is not None and (
-        hollow(reflection, failed_answer) or reflection_key(reflection) in repeated
-    ):
+    if hollow_reward is not None and hollow(reflection, failed_answer, repeated):
         return hollow_reward
     if resubmit_reward is not None and resubmitted and retry_reward < 1.0:
         return resubmit_reward
@@ -199,12 +197,13 @@ def resubmits(retry: str | None, failed: str | None) -> bool:
     return bool(key) and key == answer_key(failed)
 
 
-def hollow(reflection: str | None, failed: str | None) -> bool:
-    """Whether a reflection carries nothing on its own: it is blank (:func:`reflection_key`), or
-    it restates the failed answer it follows (:func:`resubmits`). The rule behind
-    ``hollow_reward``, which with ``max_reflection_repeats`` also covers texts repeated across
-    problems, as :func:`carries_something` does."""
-    return not reflection_key(reflection) or resubmits(reflection, failed)
+def hollow(reflection: str | None, failed: str | None, repeated: Collection[str] = ()) -> bool:
+    """Whether a reflection carries nothing: it is blank (:func:`reflection_key`), it restates
+    the failed answer it follows (:func:`resubmits`), or its key is in ``repeated`` (a text
+    written for too many problems, :func:`repeated_reflections`). The rule behind
+    ``hollow_reward`` (with ``max_reflection_repeats``'s texts) and :func:`carries_something`."""
+    key = reflection_key(reflection)
+    return not key or key in repeated or resubmits(reflection, failed)
 
 
 def reflection_key(text: str | None) -> str:
@@ -262,10 +261,7 @@ def carries_something(rows: Iterable[tuple[str, str | None, str | None]]) -> lis
     run 58's restated the failed answer in 42 of 59, run 55's wrote one phrase for all 67."""
     rows = list(rows)
     repeated = repeated_reflections(((task_id, text) for task_id, text, _ in rows), 1)
-    return [
-        not hollow(text, failed) and reflection_key(text) not in repeated
-        for _, text, failed in rows
-    ]
+    return [not hollow(text, failed, repeated) for _, text, failed in rows]
 
 
 def split_of(task_id: str, holdout_fraction: float) -> str:
