@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     reflection_temperature: float | None = Field(
         None, ge=0, description="temperature of reflections (default: temperature)"
     )
+    reflection_greedy_branch: bool = Field(
+        False,
+        description="write branch 0 of each reflection group greedily (temperature 0); the "
+        "others at reflection_temperature",
+    )
     seed: int | None = None
     stop: list[str] | None = Field(
         None, description='stop strings, e.g. ["\\nUser:"] for a base model served by vLLM'
@@ -145,6 +150,7 @@ class Settings(BaseSettings):
             max_tokens=self.max_tokens,
             reflection_max_tokens=self.reflection_max_tokens,
             reflection_temperature=self.reflection_temperature,
+            reflection_greedy_branch=self.reflection_greedy_branch,
             seed=self.seed,
             stop=self.stop,
         )

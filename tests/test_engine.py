@@ -45,6 +45,7 @@ from rrr_agent import (
     VerifierSpecError,
     build_conversation,
     build_verifier,
+    load_settings,
 )
 
 from .conftest import math_task
@@ -332,6 +333,29 @@ def test_k_group_branches_and_tasks_get_distinct_seeds(scripted: ScriptedModel) 
     engine = engine_for(scripted, options=LoopOptions(reflections=3),
                         sampling=sampling.model_copy(update={"seed": 8}))  # fmt: skip
     assert not set(seeds(math_task(id="a"))[1]) & set(branches)  # another run's seed
+
+
+def test_greedy_branch_writes_branch_zero_at_temperature_zero(scripted: ScriptedModel) -> None:
+    """``reflection_greedy_branch``: branch 0 of a group is the greedy reflection, the text a
+    greedy evaluation reads; the other branches keep the reflection temperature, and attempts
+    and retries their own."""
+    scripted.default = "wrong"
+    sampling = SamplingParams(
+        temperature=0.2, reflection_temperature=1.0, reflection_greedy_branch=True, seed=7
+    )
+    traj = engine_for(scripted, options=LoopOptions(reflections=3), sampling=sampling).run_sync(
+        math_task()
+    )
+    asked = [r.params for r in scripted.requests if r.messages[-1]["content"] == PAPER_MATH]
+    assert sorted(p["temperature"] for p in asked) == [0.0, 1.0, 1.0]
+    others = [r.params for r in scripted.requests if r.messages[-1]["content"] != PAPER_MATH]
+    assert {p["temperature"] for p in others} == {0.2}  # the first attempt and the 3 retries
+    assert traj.sampling.reflection_greedy_branch
+    assert sampling.request_params(reflection=True, branch=0)["temperature"] == 0.0
+    assert sampling.request_params(reflection=True, branch=1)["temperature"] == 1.0
+    assert sampling.request_params(branch=0)["temperature"] == 0.2
+    settings_sampling = load_settings(reflection_greedy_branch=True).sampling()
+    assert settings_sampling.reflection_greedy_branch
 
 
 def test_k_group_branch_infra_error_is_not_a_reward(scripted: ScriptedModel) -> None:

@@ -49,6 +49,7 @@ from rrr_agent.evaluation import first_tries
 
 from .config import RRRTrainConfig
 from .data import (
+    carries_something,
     hollow,
     reflection_key,
     reflection_reward,
@@ -84,6 +85,12 @@ class GroupReport:
     #: (:func:`~rrr_trainer.data.hollow`; they earn ``hollow_reward`` when set, and so do the
     #: ``repeated_reflections``)
     hollow: int = 0
+    #: with ``greedy_branch``: the kept failures' greedy reflections (branch 0), and how many of
+    #: them carry something by the goal's rule (:func:`~rrr_trainer.data.carries_something`:
+    #: not blank, not the failed answer restated, written for that one problem): on the
+    #: training problems, what the learning benchmark checks held-out
+    greedy_reflections: int = 0
+    greedy_carrying: int = 0
     retries_passed: int = 0
     #: failures also asked the plain retry (``plain_control`` or ``beyond_plain``)
     plain_asked: int = 0
@@ -144,6 +151,7 @@ def sample_groups(
     max_tokens: int = 32,
     reflection_tokens: int = 32,
     reflection_temperature: float = 1.0,
+    greedy_branch: bool = False,
     seed: int | None = 0,
     stop: list[str] | None = None,
     concurrency: int = 16,
@@ -168,6 +176,13 @@ def sample_groups(
     groups ``resubmit_scope`` names (:func:`~rrr_trainer.data.scoped_resubmit_reward`). Such
     retries are counted either way (:attr:`GroupReport.resubmitted`), and so are reflections
     that carry nothing (:attr:`GroupReport.hollow`), which earn ``hollow_reward`` when set.
+
+    ``greedy_branch``: branch 0 of each group is written greedily, the other k - 1 at
+    ``reflection_temperature`` (:attr:`SamplingParams.reflection_greedy_branch`). The
+    evaluation reads greedy reflections; with it, each group holds the text the sampling model
+    would write there, and the rules above pay it (a phrase the greedy model writes for every
+    failure is a text in ``repeated``). :attr:`GroupReport.greedy_carrying` counts how many
+    carry something.
 
     ``beyond_plain``: after each failure, also the greedy plain retry (no reflection, as the
     evaluation's control asks it). A failure it fixes is counted (``plain_recovered``) and not
@@ -197,6 +212,7 @@ def sample_groups(
         LoopOptions(max_retries=1, reflections=k),
         reflection_max_tokens=reflection_tokens,
         reflection_temperature=reflection_temperature,
+        reflection_greedy_branch=greedy_branch,
     )
     asking = beyond_plain or plain_control
     plain = engine(LoopOptions(max_retries=1, reflect=False)) if asking else None
@@ -206,6 +222,8 @@ def sample_groups(
     #: per kept failure: its task, its failed answer and its completed (reflection, retry
     #: reward, the retry resubmitted the failed answer) triples
     failed: list[tuple[Task, str | None, list[tuple[str, float, bool]]]] = []
+    #: with ``greedy_branch``: (task id, greedy reflection, failed answer) per kept failure
+    greedy: list[tuple[str, str | None, str | None]] = []
     gate = asyncio.Semaphore(concurrency)  # plain retries in flight
 
     async def keep(traj: Trajectory) -> None:
@@ -235,6 +253,14 @@ def sample_groups(
             if c.status == "completed" and c.reward is not None and c.reflection is not None
         ]
         failed.append((traj.task, failed_answer, done))
+        if greedy_branch:
+            texts = [
+                c.reflection.text for g in traj.groups if g.after_attempt == 0
+                for c in g.candidates
+                if c.branch == 0 and c.status == "completed" and c.reflection is not None
+            ]  # fmt: skip
+            if texts:
+                greedy.append((traj.task.id, texts[0], failed_answer))
 
     async def guarded() -> None:
         first_only = engine(LoopOptions(max_retries=0))
@@ -289,6 +315,8 @@ def sample_groups(
             report.learnable += 1
         else:
             report.all_failed += 1
+    report.greedy_reflections = len(greedy)
+    report.greedy_carrying = sum(carries_something(greedy))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -337,6 +365,7 @@ def train_rounds(
     settings: Settings | None = None,
     max_tokens: int = 32,
     reflection_temperature: float = 1.0,
+    greedy_branch: bool = False,
     seeded: bool = True,
     stop: list[str] | None = None,
     concurrency: int = 16,
@@ -350,7 +379,8 @@ def train_rounds(
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
     """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
-    ``config.num_generations`` reflections sampled at ``reflection_temperature``).
+    ``config.num_generations`` reflections sampled at ``reflection_temperature``; with
+    ``greedy_branch`` the first of them greedy, see :func:`sample_groups`).
 
     ``config.init_adapter`` (optional) is where round 1 starts. ``sampler(round, previous)`` makes
     the previous round's model (None: the starting model) answer and returns the model string
@@ -448,7 +478,7 @@ def train_rounds(
         sampled = sample_groups(
             tasks, name(r, previous), log, k=config.num_generations, settings=settings,
             max_tokens=max_tokens, reflection_tokens=config.max_reflection_tokens,
-            reflection_temperature=reflection_temperature,
+            reflection_temperature=reflection_temperature, greedy_branch=greedy_branch,
             seed=config.seed + 1000 * r if seeded else None,
             reward_blank=config.reward_blank_reflections,
             max_repeats=config.max_reflection_repeats,
