@@ -288,6 +288,15 @@ def parse_args() -> argparse.Namespace:
         "samples spread it over dozens of wordings); the rounds table counts how many greedy "
         "reflections carry something",
     )
+    parser.add_argument(
+        "--gate-min-carrying",
+        type=float,
+        default=None,
+        help="with --round-gate and --greedy-branch: a model whose greedy reflections on its "
+        "sample carry something (the goal's rule, on the training problems) less often than "
+        "this share is rejected, as a forgetting model is (run 75's round-5 sample: one phrase "
+        "for all 77 failures, and the gate kept the model)",
+    )
     parser.add_argument("--reflection-tokens", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32, help="attempts and retries")
     parser.add_argument("--forgetting", default="arithmetic-test")
@@ -330,6 +339,13 @@ def main() -> None:
             "--beyond-plain-retry leaves out the failures a plain retry fixes, and the round gate "
             "scores a model on all of them: add --no-round-gate (as run 17 ran)"
         )
+    if args.gate_min_carrying is not None and (args.round_gate is None or not args.greedy_branch):
+        raise SystemExit(
+            "--gate-min-carrying judges each round's greedy reflections through the round gate: "
+            "it needs --greedy-branch and the round gate"
+        )
+    if args.gate_min_carrying is not None and not 0.0 <= args.gate_min_carrying <= 1.0:
+        raise SystemExit(f"--gate-min-carrying {args.gate_min_carrying}: a share, 0 to 1")
     guarding = bool(args.guard) and args.round_gate is not None
     if guarding and args.guard in (args.train, args.forgetting):
         raise SystemExit(
@@ -508,6 +524,7 @@ def main() -> None:
             max_tokens=args.max_tokens,
             reflection_temperature=args.reflection_temperature,
             greedy_branch=args.greedy_branch,
+            min_carrying=args.gate_min_carrying,
             stop=stop,
             concurrency=args.concurrency,
             beyond_plain=args.beyond_plain_retry,

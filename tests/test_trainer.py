@@ -1015,6 +1015,8 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
         kind, problem = behaviour["name"], messages[0]["content"]
         if messages[-1]["content"] == PAPER_MATH:  # task 0's reflections alternate: learnable
             asked[problem] = asked.get(problem, 0) + 1
+            if kind == "phrase":  # one text after every failure, and every retry passes
+                return "Add them all."
             helps = kind in ("good", "forgets") or ("(0)" in problem and asked[problem] % 2 == 1)
             return "Add them." if helps else "Divide?"
         if len(messages) == 1 and "2 + 2" in problem:  # the guard: forgotten by one model
@@ -1029,7 +1031,12 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     seen: list[tuple[int, Any]] = []
 
     def run(
-        plan: dict[int, str], rounds: int, name: str, guard: Any = (), first_try: float = 0.0
+        plan: dict[int, str],
+        rounds: int,
+        name: str,
+        guard: Any = (),
+        first_try: float = 0.0,
+        min_carrying: float | None = None,
     ) -> list[Any]:
         seen.clear()
         asked.clear()
@@ -1044,7 +1051,8 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
         settings = load_settings(log_path=tmp_path / f"{name}.jsonl")
         return train_rounds(tasks, cfg, tmp_path / name, rounds=rounds, sampler=sampler,
                             settings=settings, gate=0.0, guard=guard,
-                            gate_first_try=first_try, say=lambda _m: None)  # fmt: skip
+                            gate_first_try=first_try, greedy_branch=min_carrying is not None,
+                            min_carrying=min_carrying, say=lambda _m: None)  # fmt: skip
 
     # base (task 1's first try + half of task 0's retries: 1.5 of 3) → bad (no first try: 0.5
     # of 3): rejected → base again, trained from the start → good (every retry passes: 3 of 3):
@@ -1093,6 +1101,24 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     assert [(r.gate, r.sampled.guard_rate) for r in unguarded][:2] == [("kept", None)] * 2
     assert unguarded[-1].adapter == unguarded[2].adapter is not None
 
+    # The carrying floor: a model whose greedy reflections carry nothing (one text after every
+    # failure) is rejected and never becomes the best, though every retry after it passes (1.0
+    # against 0.5). Without the floor the same models end the run on round 3's, the phrase.
+    plan = {1: "base", 2: "phrase", 3: "base", 4: "phrase"}
+    floored = run(plan, 3, "f", min_carrying=0.5)
+    assert [(r.round, r.gate, r.steps) for r in floored] == [
+        (1, "kept", 1), (2, "rejected", 0), (3, "kept", 1), (4, "scored", 0),
+    ]  # fmt: skip
+    phrase = floored[1].sampled
+    assert (phrase.greedy_reflections, phrase.greedy_carrying, phrase.second_try_rate) == (
+        2, 0, 1.0,
+    )  # fmt: skip
+    assert floored[-1].adapter is None  # back to the start: the one model that carried
+    unfloored = run(plan, 3, "nf")
+    assert [r.gate for r in unfloored][:2] == ["kept", "kept"]
+    assert unfloored[1].sampled.greedy_reflections == 0  # no greedy branch: not counted
+    assert unfloored[-1].adapter == unfloored[2].adapter is not None
+
     # The first try's share of the score: the sharp model (first try 2 of 3, expected second
     # try 2.5 of 3) against the good one (1 of 3, 3 of 3). On the expected second try alone
     # the good model (round 2's) ends the run; with the first try at 0.75 of the score, round
@@ -1125,6 +1151,15 @@ def test_round_gate_rolls_back_a_worse_model_and_ends_on_the_best(
     with pytest.raises(ConfigError, match=r"gate_first_try=1\.5"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,
                      gate_first_try=1.5, sampler=lambda _r, _p: scripted.model)  # fmt: skip
+    for kwargs in ({"gate": 0.0}, {"greedy_branch": True}):
+        with pytest.raises(ConfigError, match="min_carrying judges"):
+            train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1,
+                         min_carrying=0.5, sampler=lambda _r, _p: scripted.model,
+                         **kwargs)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"min_carrying=2"):
+        train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1, gate=0.0,
+                     greedy_branch=True, min_carrying=2,
+                     sampler=lambda _r, _p: scripted.model)  # fmt: skip
     with pytest.raises(ConfigError, match="gate_first_try weighs"):
         train_rounds(tasks, config(tmp_path, tiny), tmp_path / "c", rounds=1,
                      gate_first_try=0.5, sampler=lambda _r, _p: scripted.model)  # fmt: skip

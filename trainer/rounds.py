@@ -376,6 +376,7 @@ def train_rounds(
     guard: Sequence[Task] = (),
     guard_margin: float = 0.01,
     guard_concurrency: int | None = None,
+    min_carrying: float | None = None,
     say: Callable[[str], None] = print,
 ) -> list[RoundResult]:
     """``rounds`` rounds of sample → train (offline mode, ``config.max_steps`` steps each, groups of
@@ -425,6 +426,14 @@ def train_rounds(
     the same skill (the probe itself is never used to choose). ``guard_concurrency``: the
     guard's requests in flight (None: ``concurrency``; see :func:`sample_groups`).
 
+    ``min_carrying`` (a share, 0 to 1; with the gate and ``greedy_branch``; None: off): a model
+    whose greedy reflections on its sample carry something (:attr:`GroupReport.greedy_carrying`,
+    the goal's rule on the training problems) less often than this is rejected, as a model that
+    forgets is, and never becomes the best, whatever it scores (the starting model, what the run
+    falls back to, is judged by the goal itself). The gate's score counts only
+    what the retries do: learning run 75's round-5 sample showed the model that drew it write
+    one phrase after every failure, and it was kept.
+
     A round whose sampling met an infrastructure error raises :class:`InfrastructureError`:
     its sample would not be the model's, and an error is never a task failure.
     """
@@ -445,6 +454,13 @@ def train_rounds(
         raise ConfigError(
             "train_rounds: the forgetting guard acts through the round gate: set gate"
         )
+    if min_carrying is not None and not (gate is not None and greedy_branch):
+        raise ConfigError(
+            "train_rounds: min_carrying judges the greedy reflections through the round gate: "
+            "set gate and greedy_branch"
+        )
+    if min_carrying is not None and not 0.0 <= min_carrying <= 1.0:
+        raise ConfigError(f"train_rounds: min_carrying={min_carrying}: a share, 0 to 1")
     if guard_concurrency is not None and guard_concurrency < 1:
         raise ConfigError(
             f"train_rounds: guard_concurrency={guard_concurrency}: at least one request at a time"
@@ -506,13 +522,20 @@ def train_rounds(
                 and guard_base is not None
                 and guard_rate < guard_base - guard_margin
             )
+            carrying = (
+                sampled.greedy_carrying / sampled.greedy_reflections
+                if sampled.greedy_reflections
+                else None
+            )
+            hollow_model = min_carrying is not None and (carrying or 0.0) < min_carrying
+            unfit = forgets or hollow_model
             if best is not None and best[1] is previous:  # the best model again: pool its scores
                 best[0].append(score)
-            elif best is None or (score > statistics.fmean(best[0]) and not forgets):
+            elif best is None or (score > statistics.fmean(best[0]) and not unfit):
                 best = ([score], previous)
             best_score = statistics.fmean(best[0])
             last = r > rounds
-            rejected = best[1] is not previous and (score < best_score - gate or forgets)
+            rejected = best[1] is not previous and (score < best_score - gate or unfit)
             if rejected or (last and best[1] is not previous):
                 previous = best[1]  # back to the best model: the next round samples it
                 adapter = str(previous.adapter) if previous and previous.adapter else start
@@ -521,6 +544,11 @@ def train_rounds(
                 say(
                     f"round {r}: the model scores {score:.3f}, the best {best_score:.3f}"
                     + (f", guard {guard_rate:.3f} (start {guard_base:.3f})" if forgets else "")
+                    + (
+                        f", greedy reflections carrying {carrying or 0.0:.3f}"
+                        if hollow_model
+                        else ""
+                    )
                     + (": the run ends on the best" if last else ": rejected; back to the best")
                 )
                 continue
