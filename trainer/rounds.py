@@ -127,6 +127,13 @@ class GroupReport:
         return (self.first_try_passed + self.plain_recovered) / self.tasks
 
     @property
+    def greedy_carrying_rate(self) -> float | None:
+        """The share of the greedy reflections that carry something (None: no greedy branch)."""
+        if not self.greedy_reflections:
+            return None
+        return self.greedy_carrying / self.greedy_reflections
+
+    @property
     def guard_rate(self) -> float | None:
         """The sampling model's greedy first try on the guard tasks (None: no guard)."""
         return self.guard_passed / self.guard_tasks if self.guard_tasks else None
@@ -522,11 +529,7 @@ def train_rounds(
                 and guard_base is not None
                 and guard_rate < guard_base - guard_margin
             )
-            carrying = (
-                sampled.greedy_carrying / sampled.greedy_reflections
-                if sampled.greedy_reflections
-                else None
-            )
+            carrying = sampled.greedy_carrying_rate
             hollow_model = min_carrying is not None and (carrying or 0.0) < min_carrying
             unfit = forgets or hollow_model
             if best is not None and best[1] is previous:  # the best model again: pool its scores
