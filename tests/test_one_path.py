@@ -429,6 +429,7 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     reports, which count such retries either way."""
     from rrr_trainer import RRRTrainConfig
     from rrr_trainer.data import (
+        answer_key,
         build_failure_set,
         reflection_reward,
         resubmits,
@@ -443,6 +444,10 @@ def test_a_retry_that_resubmits_the_failed_answer_earns_the_resubmit_reward(
     assert resubmits(" 91 / 34", "91 / 34.") and resubmits("41", " 41 ")
     assert not resubmits("91 - 34", "91 / 34") and not resubmits("41", "42")
     assert not resubmits("", "") and not resubmits(None, "41")  # a blank is no resubmission
+    # an arithmetic answer is read as the verifier reads it: a claimed value and spacing dropped
+    assert resubmits(" 16 + 9 = 23", "16 + 9") and resubmits("16+9", " 16 + 9.")
+    assert resubmits("(3 + 4) * 2 = 14", "(3+4)*2") and not resubmits("16 * 9 = 144", "16 + 9")
+    assert answer_key("x = 5") == "x = 5" and answer_key("16 + 9 = 25, not 23") != "16+9"
     assert reflection_reward("Add again.", 0.0, False, (), None, True, -1.0) == -1.0
     assert reflection_reward("Add again.", 0.0, False, (), None, True) == 0.0  # off unless asked
     assert reflection_reward("", 0.0, False, (), None, True, -1.0) == -1.0  # before the rest
@@ -542,6 +547,9 @@ def test_a_reflection_that_carries_nothing_earns_the_hollow_reward(tmp_path: Pat
     assert hollow("", "41") and hollow("  ", None) and hollow(" 41.", "41")
     assert not hollow("41 + 1 = 42", "41") and not hollow("41", None)  # no failed answer known
     assert carries_something([("t0", "41.", "41"), ("t1", "Add one.", "41")]) == [False, True]
+    # run 76: the failed equation restated with a value, true or the target, carries nothing
+    assert hollow("16 + 9 = 23", " 16 + 9") and hollow("16 + 9 = 25.", "16 + 9")
+    assert not hollow("16 * 9 = 144", "16 + 9") and not hollow("16 + 9 = 25, not 23", "16 + 9")
     assert reflection_reward("41.", 1.0, False, failed_answer="41", hollow_reward=-1.0) == -1.0
     assert reflection_reward("", 0.0, True, failed_answer="41", hollow_reward=-0.5) == -0.5
     assert reflection_reward("41.", 1.0, False, failed_answer="41") == 1.0  # off unless asked

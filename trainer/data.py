@@ -182,11 +182,27 @@ def equation_claims(reflection: str | None, problem: str) -> tuple[int, int]:
     return true, false
 
 
+#: An arithmetic answer, optionally with a value claimed for it ("16 + 9 = 23"): numbers,
+#: operators (as the Countdown verifier writes them) and parentheses, starting with a digit,
+#: a sign or a parenthesis, so code such as "x = 5" never matches.
+_ARITHMETIC_ANSWER = re.compile(
+    r"^(?P<expr>[\d(\-−–][\d\s.+\-*/xX×÷−–·()]*?)\s*(?:=+\s*-?\s*\d+(?:\.\d+)?)?$"
+)
+
+
 def answer_key(text: str | None) -> str:
     """An answer's text as :func:`resubmits` compares it: spacing and a trailing period ignored,
     everything else (operators, case, digits) kept: "91 / 34" and " 91 / 34." are one answer,
-    "91 - 34" another."""
-    return " ".join((text or "").split()).rstrip(".").rstrip()
+    "91 - 34" another. An arithmetic answer is read as the Countdown verifier reads it: a value
+    claimed after it is dropped and spacing inside it does not count, so "16 + 9 = 23",
+    "16+9" and "16 + 9" are one answer. Run 76's trained model restated its failed "16 + 9" as
+    "16 + 9 = 23" in 32 of 68 held-out reflections, and the retry resubmitted it; compared as
+    whole texts, neither counted as a restatement."""
+    key = " ".join((text or "").split()).rstrip(".").rstrip()
+    arithmetic = _ARITHMETIC_ANSWER.match(key)
+    if arithmetic and re.search(r"\d", arithmetic.group("expr")):
+        return "".join(arithmetic.group("expr").split())
+    return key
 
 
 def resubmits(retry: str | None, failed: str | None) -> bool:
