@@ -735,12 +735,14 @@ def _reflection_dump(reflected: dict[str, dict[str, Any]], out: Path) -> dict[st
 
 def _carrying(trajectories: dict[str, Any]) -> dict[str, bool]:
     """By task id, whether each reflected trajectory's reflection carries something
-    (`carries_something`: not blank, not the failed answer restated, written for one problem)."""
+    (`carries_something`: not blank, not the failed answer restated, not only the problem
+    restated, written for one problem)."""
     from rrr_trainer.data import carries_something
 
     ids = sorted(trajectories)
     rows = [(t, trajectories[t].reflections[0].text, trajectories[t].attempts[0].text) for t in ids]
-    return dict(zip(ids, carries_something(rows), strict=True))
+    problems = {t: trajectories[t].task.user_text() for t in ids}
+    return dict(zip(ids, carries_something(rows, problems), strict=True))
 
 
 def _carrying_share(trajectories: dict[str, Any]) -> float | None:

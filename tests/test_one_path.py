@@ -537,7 +537,13 @@ def test_a_reflection_that_carries_nothing_earns_the_hollow_reward(tmp_path: Pat
     when its retry passed. One rule online, offline and in the round reports, which count such
     reflections either way (and whose gate score pays reflections as training does)."""
     from rrr_trainer import RRRTrainConfig
-    from rrr_trainer.data import build_failure_set, carries_something, hollow, reflection_reward
+    from rrr_trainer.data import (
+        build_failure_set,
+        carries_something,
+        hollow,
+        reflection_reward,
+        restates_problem,
+    )
     from rrr_trainer.grpo import RetryReward
     from rrr_trainer.offline import _groups
     from rrr_trainer.rounds import sample_groups
@@ -550,6 +556,20 @@ def test_a_reflection_that_carries_nothing_earns_the_hollow_reward(tmp_path: Pat
     # run 76: the failed equation restated with a value, true or the target, carries nothing
     assert hollow("16 + 9 = 23", " 16 + 9") and hollow("16 + 9 = 25.", "16 + 9")
     assert not hollow("16 * 9 = 144", "16 + 9") and not hollow("16 + 9 = 25, not 23", "16 + 9")
+    # run 77: the problem's own numbers line, one text per problem, carries nothing either
+    problem = "Numbers: 52, 31\nTarget: 83\nEquation:"
+    assert restates_problem("Numbers: 52, 31", problem) and restates_problem("target 83.", problem)
+    assert hollow("Numbers: 52, 31", "52 * 31", (), problem) and not hollow("Numbers: 52, 31", "x")
+    assert not restates_problem("52 + 31 = 83", problem) and not restates_problem("14, 9", problem)
+    assert not restates_problem("", problem) and not restates_problem("Numbers: 52", None)
+    rows = [("a", "Numbers: 52, 31", "52 * 31"), ("b", "52 + 31 = 83", "52 * 31")]
+    assert carries_something(rows) == [True, True]
+    assert carries_something(rows, {"a": problem, "b": problem}) == [False, True]
+    assert reflection_reward("Numbers: 52, 31", 1.0, False, hollow_reward=-1.0) == 1.0
+    assert (
+        reflection_reward("Numbers: 52, 31", 1.0, False, hollow_reward=-1.0, task_text=problem)
+        == -1.0
+    )
     assert reflection_reward("41.", 1.0, False, failed_answer="41", hollow_reward=-1.0) == -1.0
     assert reflection_reward("", 0.0, True, failed_answer="41", hollow_reward=-0.5) == -0.5
     assert reflection_reward("41.", 1.0, False, failed_answer="41") == 1.0  # off unless asked

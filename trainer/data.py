@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -102,6 +102,7 @@ def reflection_reward(
     *,
     failed_answer: str | None = None,
     hollow_reward: float | None = None,
+    task_text: str | None = None,
 ) -> float:
     """The reward a reflection earns: its retry's, except that a reflection must carry something.
     A blank reflection earns 0 unless ``reward_blank``, and so does one whose
@@ -112,13 +113,14 @@ def reflection_reward(
     a reflection whose retry failed by resubmitting the failed answer (``resubmitted``, see
     :func:`resubmits`) earns that instead, before every other rule: the worst thing a
     reflection can lead to. With ``hollow_reward``, a reflection that carries nothing, blank,
-    the failed answer (``failed_answer``) restated (:func:`hollow`) or a text in ``repeated``,
+    the failed answer (``failed_answer``) restated (:func:`hollow`), a text in ``repeated``, or,
+    given ``task_text`` (the problem's text), only the problem restated,
     earns that whatever its retry did and in every group, before every other rule: such a text
     cannot tell the retry anything about its problem. Learning run 71's trained model restated
     the failed answer in 45 of 59 held-out reflections; run 72's, where only blanks and
     restatements cost, wrote one phrase for 76 of 77. Online, offline and the round reports all
     apply this one rule."""
-    if hollow_reward is not None and hollow(reflection, failed_answer, repeated):
+    if hollow_reward is not None and hollow(reflection, failed_answer, repeated, task_text):
         return hollow_reward
     if resubmit_reward is not None and resubmitted and retry_reward < 1.0:
         return resubmit_reward
@@ -213,13 +215,41 @@ def resubmits(retry: str | None, failed: str | None) -> bool:
     return bool(key) and key == answer_key(failed)
 
 
-def hollow(reflection: str | None, failed: str | None, repeated: Collection[str] = ()) -> bool:
+#: Words, numbers and operators, the units :func:`restates_problem` compares.
+_TOKEN = re.compile(r"[^\W\d_]+|\d+(?:\.\d+)?|[-+*/=]")
+
+
+def restates_problem(reflection: str | None, problem: str | None) -> bool:
+    """Whether a reflection only restates its problem: every word, number and operator in it
+    (case ignored, operators read as :func:`normalize_operators` reads them) is already in the
+    problem's text (:meth:`Task.user_text`). "Numbers: 52, 31" for "Numbers: 52, 31 Target: 83"
+    does; "52 + 31 = 83" does not (the problem has no operator), nor does "14, 9". Learning run
+    77's trained model wrote the problem's numbers line for 61 of 68 held-out failures, one text
+    per problem, so the repeats rule did not see it. Blank or without a problem: False."""
+    words = set(_TOKEN.findall(normalize_operators((reflection or "").lower())))
+    if not words or not problem:
+        return False
+    return words <= set(_TOKEN.findall(normalize_operators(problem.lower())))
+
+
+def hollow(
+    reflection: str | None,
+    failed: str | None,
+    repeated: Collection[str] = (),
+    problem: str | None = None,
+) -> bool:
     """Whether a reflection carries nothing: it is blank (:func:`reflection_key`), it restates
-    the failed answer it follows (:func:`resubmits`), or its key is in ``repeated`` (a text
-    written for too many problems, :func:`repeated_reflections`). The rule behind
+    the failed answer it follows (:func:`resubmits`), its key is in ``repeated`` (a text
+    written for too many problems, :func:`repeated_reflections`), or, given the ``problem``'s
+    text, it only restates the problem (:func:`restates_problem`). The rule behind
     ``hollow_reward`` (with ``max_reflection_repeats``'s texts) and :func:`carries_something`."""
     key = reflection_key(reflection)
-    return not key or key in repeated or resubmits(reflection, failed)
+    return (
+        not key
+        or key in repeated
+        or resubmits(reflection, failed)
+        or restates_problem(reflection, problem)
+    )
 
 
 def reflection_key(text: str | None) -> str:
@@ -268,16 +298,25 @@ def repeated_reflections(rows: Iterable[tuple[str, str | None]], limit: int) -> 
     return RepeatCounter(limit).add(rows)
 
 
-def carries_something(rows: Iterable[tuple[str, str | None, str | None]]) -> list[bool]:
+def carries_something(
+    rows: Iterable[tuple[str, str | None, str | None]],
+    problems: Mapping[str, str] | None = None,
+) -> list[bool]:
     """For each (task id, reflection text, failed answer) row, whether the reflection can tell the
     retry something about its own problem: it is not blank (:func:`reflection_key`), it does not
-    restate the failed answer (:func:`resubmits`), and its text was written for that one problem
-    only (:func:`repeated_reflections`, limit 1). A blank, a restatement and a phrase written for
-    every failure carry nothing; held-out, run 65's trained model left 44 of 69 reflections blank,
-    run 58's restated the failed answer in 42 of 59, run 55's wrote one phrase for all 67."""
+    restate the failed answer (:func:`resubmits`), its text was written for that one problem
+    only (:func:`repeated_reflections`, limit 1), and, where ``problems`` (task id → the
+    problem's text) has its problem, it does not only restate the problem
+    (:func:`restates_problem`). A blank, a restatement and a phrase written for every failure
+    carry nothing; held-out, run 65's trained model left 44 of 69 reflections blank, run 58's
+    restated the failed answer in 42 of 59, run 55's wrote one phrase for all 67, run 77's the
+    problem's numbers line for 61 of 68."""
     rows = list(rows)
+    problems = problems or {}
     repeated = repeated_reflections(((task_id, text) for task_id, text, _ in rows), 1)
-    return [not hollow(text, failed, repeated) for _, text, failed in rows]
+    return [
+        not hollow(text, failed, repeated, problems.get(task_id)) for task_id, text, failed in rows
+    ]
 
 
 def split_of(task_id: str, holdout_fraction: float) -> str:

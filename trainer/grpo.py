@@ -200,7 +200,8 @@ class RetryReward:
                               t.user_text() if self.true_claims else None, a,
                               scoped_resubmit_reward(self.resubmit_reward, self.resubmit_scope,
                                                      group[t.id]),
-                              failed_answer=fa, hollow_reward=self.hollow_reward)
+                              failed_answer=fa, hollow_reward=self.hollow_reward,
+                              task_text=t.user_text())
             for t, f, p, a, fa in zip(tasks, reflections, passed, again, failed, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?

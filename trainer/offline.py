@@ -148,7 +148,8 @@ def _groups(
         if len(e.group) < 2:
             skipped["fewer than 2 reflections"] += 1
             continue
-        task = Task.model_validate_json(e.task_json) if true_claims or judge_following else None
+        needs_task = true_claims or judge_following or hollow_reward is not None
+        task = Task.model_validate_json(e.task_json) if needs_task else None
         problem = task.user_text() if task is not None and true_claims else None
         paid = scoped_resubmit_reward(
             resubmit_reward, resubmit_scope, [float(c["reward"]) for c in e.group]
@@ -164,6 +165,7 @@ def _groups(
                 paid,
                 failed_answer=e.failed_answer,
                 hollow_reward=hollow_reward,
+                task_text=task.user_text() if task is not None else None,
             )
             for c in e.group
         ]
@@ -388,7 +390,10 @@ def train_offline(
         "repeated_reflections": zeroed,
         "resubmitted_retries": sum(bool(c.get("resubmits")) for e in examples for c in e.group),
         "hollow_reflections": sum(
-            hollow(c["text"], e.failed_answer) for e in examples for c in e.group
+            hollow(c["text"], e.failed_answer, (), problem)
+            for e in examples
+            for problem in [Task.model_validate_json(e.task_json).user_text()]
+            for c in e.group
         ),
     }
     (output_dir / "offline_groups.json").write_text(json.dumps(summary, indent=2))

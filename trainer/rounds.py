@@ -305,14 +305,17 @@ def sample_groups(
         paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, _ in done])
         rewards = [
             reflection_reward(t, r, reward_blank, repeated, problem, again, paid,
-                              failed_answer=failed_answer, hollow_reward=hollow_reward)
+                              failed_answer=failed_answer, hollow_reward=hollow_reward,
+                              task_text=task.user_text())
             for t, r, again in done
         ]  # fmt: skip
         report.reflections += len(rewards)
         report.blank_reflections += sum(1 for t, _, _ in done if not t.strip())
         report.repeated_reflections += sum(1 for t, _, _ in done if reflection_key(t) in repeated)
         report.resubmitted += sum(1 for _, _, again in done if again)
-        report.hollow += sum(1 for t, _, _ in done if hollow(t, failed_answer))
+        report.hollow += sum(
+            1 for t, _, _ in done if hollow(t, failed_answer, (), task.user_text())
+        )
         report.retries_passed += sum(1 for r in rewards if r == 1.0)
         if rewards:
             report.reflected_passes += sum(1 for r in rewards if r == 1.0) / len(rewards)
@@ -323,7 +326,7 @@ def sample_groups(
         else:
             report.all_failed += 1
     report.greedy_reflections = len(greedy)
-    report.greedy_carrying = sum(carries_something(greedy))
+    report.greedy_carrying = sum(carries_something(greedy, {t.id: t.user_text() for t in tasks}))
     report.seconds = time.perf_counter() - started
     return report
 
