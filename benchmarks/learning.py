@@ -175,8 +175,9 @@ def parse_args() -> argparse.Namespace:
         "--hollow-reward",
         type=float,
         default=None,
-        help="what a reflection that carries nothing earns, blank, the failed answer restated, or "
-        "with --max-reflection-repeats a text written for more problems than that, whatever its "
+        help="what a reflection that carries nothing earns, blank, the failed answer restated "
+        "(with or without a value claimed for it), only the problem restated, or with "
+        "--max-reflection-repeats a text written for more problems than that, whatever its "
         "retry did and in every group (e.g. -1; off by default). Run 71's trained model "
         "restated the failed answer in 45 of 59 held-out reflections",
     )
