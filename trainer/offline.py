@@ -150,7 +150,8 @@ def _groups(
             continue
         needs_task = true_claims or judge_following or hollow_reward is not None
         task = Task.model_validate_json(e.task_json) if needs_task else None
-        problem = task.user_text() if task is not None and true_claims else None
+        task_text = task.user_text() if task is not None else None
+        problem = task_text if true_claims else None
         paid = scoped_resubmit_reward(
             resubmit_reward, resubmit_scope, [float(c["reward"]) for c in e.group]
         )
@@ -165,7 +166,7 @@ def _groups(
                 paid,
                 failed_answer=e.failed_answer,
                 hollow_reward=hollow_reward,
-                task_text=task.user_text() if task is not None else None,
+                task_text=task_text,
             )
             for c in e.group
         ]

@@ -301,21 +301,20 @@ def sample_groups(
         ((task.id, text) for task, _, done in failed for text, _, _ in done), max_repeats
     )
     for task, failed_answer, done in failed:
-        problem = task.user_text() if true_claims else None
+        task_text = task.user_text()
+        problem = task_text if true_claims else None
         paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, _ in done])
         rewards = [
             reflection_reward(t, r, reward_blank, repeated, problem, again, paid,
                               failed_answer=failed_answer, hollow_reward=hollow_reward,
-                              task_text=task.user_text())
+                              task_text=task_text)
             for t, r, again in done
         ]  # fmt: skip
         report.reflections += len(rewards)
         report.blank_reflections += sum(1 for t, _, _ in done if not t.strip())
         report.repeated_reflections += sum(1 for t, _, _ in done if reflection_key(t) in repeated)
         report.resubmitted += sum(1 for _, _, again in done if again)
-        report.hollow += sum(
-            1 for t, _, _ in done if hollow(t, failed_answer, (), task.user_text())
-        )
+        report.hollow += sum(1 for t, _, _ in done if hollow(t, failed_answer, (), task_text))
         report.retries_passed += sum(1 for r in rewards if r == 1.0)
         if rewards:
             report.reflected_passes += sum(1 for r in rewards if r == 1.0) / len(rewards)
