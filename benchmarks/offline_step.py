@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from typing import Any
@@ -67,6 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from _arms import gradient_gap, time_arms
     from rrr_trainer import RRRTrainConfig
     from rrr_trainer.offline import OfflineGroup, _encode, _group_logps
     from rrr_trainer.policy import load_policy, reflection_end_token, with_adapter
@@ -109,18 +109,10 @@ def main() -> None:
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
         return seconds, float(loss.detach()), grads
 
-    times: dict[str, list[float]] = {"separate": [], "once": []}
-    results: dict[str, tuple[float, list[Any]]] = {}
-    for arm in ("separate", "once"):
-        step(arm)  # warm-up
-        for _ in range(args.repeats):
-            seconds, loss, grads = step(arm)
-            times[arm].append(seconds)
-        results[arm] = (loss, grads)
+    times, medians, results = time_arms(step, ("separate", "once"), args.repeats)
     (loss_a, grads_a), (loss_b, grads_b) = results["separate"], results["once"]
-    grad_diff = max(float((a - b).abs().max()) for a, b in zip(grads_a, grads_b, strict=True))
-    grad_scale = max(float(a.abs().max()) for a in grads_a)
-    sep, once = statistics.median(times["separate"]), statistics.median(times["once"])
+    grad_diff, grad_scale = gradient_gap(grads_a, grads_b)
+    sep, once = medians["separate"], medians["once"]
     report = {
         "model": "gemma-3-270m + LoRA r8, CPU",
         "taskset": args.taskset,

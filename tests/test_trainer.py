@@ -3,6 +3,7 @@ gradient only on reflection tokens, rewards from rebuilt verifiers, checkpoints 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -730,6 +731,77 @@ def test_group_logps_and_gradients_hold_with_sliding_window_layers() -> None:
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
             compared += int(a.abs().sum() > 0)
     assert compared > 10  # gradients reached the layers, not only the head
+
+
+def test_retry_terms_in_one_pass_equal_a_full_pass_each() -> None:
+    """A group's retry terms run in one pass (the shared reflection prompt once, logits only
+    where retry tokens are predicted): each value and the gradient of their weighted sum equal
+    those of one full forward pass per term, on Gemma 3 (sliding-window layers, final logit
+    soft-capping) under LoRA with the adapter disabled as the reference, and without a shared
+    prefix against a separate reference model."""
+    import copy
+    import operator
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from rrr_trainer.offline import RetryTerm, _retry_terms
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=128,
+        final_logit_softcapping=3.0,
+    )  # fmt: skip
+    base = Gemma3ForCausalLM(cfg).float().eval()
+    reference = copy.deepcopy(base)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"])
+    model = get_peft_model(copy.deepcopy(base), lora)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: the adapter would change nothing
+            torch.nn.init.normal_(p, std=0.5)
+    prompt = list(range(3, 20))  # longer than the window of 4
+    terms = [
+        RetryTerm([*prompt, 21, 22, 23, 5, 6, 7], 3, kl=True),
+        RetryTerm([*prompt, 30, 31, 8, 9], 2, kl=True),
+        RetryTerm([*prompt, 40, 41, 42, 43, 44, 5, 6, 7], 3, kl=False),
+        RetryTerm([*prompt, 21, 22, 23, 5, 6, 7], 3, kl=True),  # the same reflection drawn twice
+    ]
+    weights = [1.0, 3.0, 0.3, 2.0]
+
+    def full(m: Any, ref: Any, t: RetryTerm) -> Any:
+        batch = torch.tensor([t.ids])
+        logp = torch.log_softmax(m(input_ids=batch).logits[0, -t.last - 1 : -1].float(), -1)
+        if not t.kl:
+            return -logp.gather(-1, batch[0, -t.last :, None]).mean()
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            if ref is None:
+                stack.enter_context(m.disable_adapter())
+            logits = (ref or m)(input_ids=batch).logits[0, -t.last - 1 : -1]
+            ref_logp = torch.log_softmax(logits.float(), -1)
+        return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+
+    def check(m: Any, ref: Any, ts: list[RetryTerm]) -> None:
+        params = [p for p in m.parameters() if p.requires_grad]
+        values = _retry_terms(m, ref, ts)
+        grads = torch.autograd.grad(sum(map(operator.mul, weights, values)), params)
+        expected = [full(m, ref, t) for t in ts]
+        expected_grads = torch.autograd.grad(sum(map(operator.mul, weights, expected)), params)
+        assert all(float(e.detach()) > 1e-3 for e in expected)  # terms that measure something
+        for v, e in zip(values, expected, strict=True):
+            assert torch.allclose(v, e, atol=1e-5, rtol=1e-4), (v, e)
+        for a, b in zip(grads, expected_grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+        assert sum(int(g.abs().sum() > 0) for g in grads) >= 4  # the adapter's layers moved
+
+    check(model, None, terms)  # LoRA: the adapter disabled is the reference
+    moved = copy.deepcopy(base)
+    for p in moved.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    no_prefix = [RetryTerm([1, *t.ids], t.last, t.kl) for t in terms[:3]]
+    no_prefix.append(RetryTerm([2, *terms[3].ids], 3, kl=True))  # differs at the first token
+    check(moved.train(), reference, no_prefix)  # full training: a separate reference model
 
 
 def test_round_reports_count_reflections_repeated_across_problems(tmp_path: Path) -> None:

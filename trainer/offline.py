@@ -48,6 +48,11 @@ a right reflection wherever one was written. The reward still reaches only refle
 learning runs 55 and 56 it did: the retry came to copy its reflection, and the reflection became
 the second attempt; GRPO then paid whichever was safest, one phrase that leaves the retry free
 (run 55) or, with repeated texts unpaid, the failed answer again (run 56).
+
+A group's retry terms share its reflection prompt, so they run in one pass (:func:`_retry_terms`):
+the prompt once, its cache repeated for their conversations, logits only where retry tokens are
+predicted, the reference once for the KL terms. ``benchmarks/retry_terms.py`` measured it 1.9×
+faster than one full pass per term, with the same values and gradients.
 """
 
 from __future__ import annotations
@@ -309,28 +314,102 @@ def retry_anchor_ids(
     return [*head, *tail], len(tail)
 
 
-def _anchor_kl(model: Any, reference: Any, ids: list[int], last: int | None = None) -> Any:
-    """KL(reference || policy) of the next-token distributions along one text, averaged over its
-    positions, or over the positions that predict its ``last`` tokens (the full vocabulary, not
-    a sampled estimate: the text was not sampled from the policy)."""
+def _anchor_kl(model: Any, reference: Any, ids: list[int]) -> Any:
+    """KL(reference || policy) of the next-token distributions along one anchor text, averaged
+    over its positions (the full vocabulary, not a sampled estimate: the text was not sampled
+    from the policy)."""
     torch = require_extra("torch", "training")
     batch = torch.tensor([ids])
-    keep = {} if last is None else {"logits_to_keep": last + 1}
-    logp = torch.log_softmax(model(input_ids=batch, **keep).logits[0, :-1].float(), dim=-1)
+    logp = torch.log_softmax(model(input_ids=batch).logits[0, :-1].float(), dim=-1)
     with torch.no_grad(), _reference(model, reference) as base:
-        ref_logits = base(input_ids=batch, **keep).logits[0, :-1]
-        ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
+        ref_logp = torch.log_softmax(base(input_ids=batch).logits[0, :-1].float(), dim=-1)
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
 
 
-def _retry_nll(model: Any, ids: list[int], last: int) -> Any:
-    """The policy's mean negative log-likelihood of the ``last`` ids of one text (a logged
-    retry and its end token, given the conversation before it): the follow term."""
+@dataclass(frozen=True, slots=True)
+class RetryTerm:
+    """One retry term's text (:func:`retry_anchor_ids`): the conversation's ``ids``, how many
+    ids at the end are the retry's (``last``), and its measure: the full-vocabulary
+    KL(reference || policy) over them (``kl``, the retry anchors) or their mean negative
+    log-likelihood (the follow term)."""
+
+    ids: list[int]
+    last: int
+    kl: bool
+
+
+def _tail_hidden(model: Any, prefix: list[int], tails: list[list[int]]) -> Any:
+    """The decoder's final hidden states of ``tails`` (``rows × width``, right-padded), each
+    read after ``prefix``: the prefix is run once and its key/value cache repeated for the
+    rows, as :func:`_group_logps` does, with gradients through the shared cache."""
     torch = require_extra("torch", "training")
-    batch = torch.tensor([ids])
-    logits = model(input_ids=batch, logits_to_keep=last + 1).logits[0, :-1]
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -logp.gather(-1, batch[0, -last:].unsqueeze(-1)).mean()
+    body = model.get_decoder()
+    width = max(len(t) for t in tails)
+    ids = torch.zeros((len(tails), width), dtype=torch.long)  # padding: any id, masked out
+    mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for i, t in enumerate(tails):
+        ids[i, : len(t)] = torch.tensor(t)
+        mask[i, : len(t)] = 1
+    if not prefix:
+        return body(input_ids=ids, attention_mask=mask).last_hidden_state
+    cache = body(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(tails))
+    attention = torch.cat([torch.ones((len(tails), len(prefix)), dtype=torch.long), mask], 1)
+    return body(input_ids=ids, attention_mask=attention, past_key_values=cache).last_hidden_state
+
+
+def _head_logps(model: Any, hidden: Any) -> Any:
+    """Log-probabilities over the vocabulary from final hidden states, as the model's own
+    forward turns them into logits (its output embedding, then Gemma's final soft-capping
+    where the config sets one)."""
+    torch = require_extra("torch", "training")
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _retry_terms(model: Any, reference: Any, terms: list[RetryTerm]) -> list[Any]:
+    """One group's retry terms (:class:`RetryTerm`), in one pass of the policy and one of the
+    reference (the KL terms only). The terms' conversations share the group's reflection
+    prompt, which is run once (the longest prefix they share, up to the first position that
+    predicts a retry token); logits are taken only at the positions that predict each term's
+    retry tokens, not over the whole vocabulary at every position of the padded batch. Each
+    value equals that of the term's own full forward pass (a test checks values and gradients;
+    ``benchmarks/retry_terms.py`` measures the time against one pass per term)."""
+    torch = require_extra("torch", "training")
+    cap = min(len(t.ids) - t.last - 1 for t in terms)
+    first = terms[0].ids
+    shared = 0
+    while shared < cap and all(t.ids[shared] == first[shared] for t in terms):
+        shared += 1
+    prefix = first[:shared]
+
+    def logps(m: Any, rows: list[RetryTerm]) -> list[Any]:
+        """Each row's log-probabilities at the positions that predict its retry tokens."""
+        hidden = _tail_hidden(m, prefix, [t.ids[shared:] for t in rows])
+        ends = [len(t.ids) - shared - 1 for t in rows]
+        picked = torch.cat(
+            [hidden[i, e - t.last : e] for i, (t, e) in enumerate(zip(rows, ends, strict=True))]
+        )
+        return list(torch.split(_head_logps(m, picked), [t.last for t in rows]))
+
+    policy = logps(model, terms)
+    held = [t for t in terms if t.kl]
+    ref: list[Any] = []
+    if held:
+        with torch.no_grad(), _reference(model, reference) as base:
+            ref = logps(base, held)
+    values, refs = [], iter(ref)
+    for t, logp in zip(terms, policy, strict=True):
+        if t.kl:
+            ref_logp = next(refs)
+            values.append((ref_logp.exp() * (ref_logp - logp)).sum(-1).mean())
+        else:
+            target = torch.tensor(t.ids[-t.last :]).unsqueeze(-1)
+            values.append(-logp.gather(-1, target).mean())
+    return values
 
 
 def _group_logps(
@@ -446,13 +525,6 @@ def train_offline(
     model.train()
     pad = tokenizer.pad_token_id
 
-    # The retry terms' measures: the anchors' KL to the reference, the follow term's likelihood.
-    def held_kl(ids: list[int], last: int) -> Any:
-        return _anchor_kl(model, reference, ids, last=last)
-
-    def follow_nll(ids: list[int], last: int) -> Any:
-        return _retry_nll(model, ids, last)
-
     while step < steps:
         optimizer.zero_grad()
         seen: list[OfflineGroup] = []
@@ -497,19 +569,26 @@ def train_offline(
                 # The follow term draws among retries that passed after a right reflection and
                 # pays their negative log-likelihood: the retry held to following, not to the
                 # reference model.
-                terms: tuple[tuple[RetryScope, float | None, list[float], Any], ...] = (
-                    ("all", config.retry_anchor_beta, retry_kls, held_kl),
-                    ("rewarded", config.retry_anchor_rewarded_beta, rewarded_retry_kls, held_kl),
-                    ("followed", config.retry_follow_beta, follow_nlls, follow_nll),
+                terms: tuple[tuple[RetryScope, float | None, list[float], bool], ...] = (
+                    ("all", config.retry_anchor_beta, retry_kls, True),
+                    ("rewarded", config.retry_anchor_rewarded_beta, rewarded_retry_kls, True),
+                    ("followed", config.retry_follow_beta, follow_nlls, False),
                 )
-                for scope, weight, sink, measure in terms:
+                drawn: list[tuple[RetryTerm, float, list[float]]] = []
+                for scope, weight, sink, kl in terms:
                     if weight is None or not (held := retry_anchor_choices(g, scope)):
                         continue
                     found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
                     assert found is not None
-                    term = measure(*found)
-                    (weight * term / (accumulate * len(batch))).backward()
-                    sink.append(float(term.detach()))
+                    drawn.append((RetryTerm(*found, kl=kl), weight, sink))
+                if not drawn:
+                    continue
+                # the group's terms in one pass: they share its reflection prompt
+                values = _retry_terms(model, reference, [term for term, _, _ in drawn])
+                paid = sum(w * v for (_, w, _), v in zip(drawn, values, strict=True))
+                (paid / (accumulate * len(batch))).backward()
+                for (_, _, sink), value in zip(drawn, values, strict=True):
+                    sink.append(float(value.detach()))
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         optimizer.step()
         scheduler.step()
