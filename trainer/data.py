@@ -96,30 +96,29 @@ def reflection_reward(
     retry_reward: float,
     reward_blank: bool,
     repeated: Collection[str] = (),
-    problem: str | None = None,
+    task_text: str | None = None,
     resubmitted: bool = False,
     resubmit_reward: float | None = None,
     *,
     failed_answer: str | None = None,
     hollow_reward: float | None = None,
-    task_text: str | None = None,
+    true_claims: bool = False,
 ) -> float:
     """The reward a reflection earns: its retry's, except that a reflection must carry something.
     A blank reflection earns 0 unless ``reward_blank``, and so does one whose
     :func:`reflection_key` is in ``repeated`` (the same text written for many different problems,
-    see :func:`repeated_reflections`). With ``problem`` (the problem's text, see
-    :meth:`Task.user_text`), a reflection also earns 0 unless it states a true equation over the
-    problem's own numbers and no false one (:func:`equation_claims`). With ``resubmit_reward``,
-    a reflection whose retry failed by resubmitting the failed answer (``resubmitted``, see
-    :func:`resubmits`) earns that instead, before every other rule: the worst thing a
-    reflection can lead to. With ``hollow_reward``, a reflection that carries nothing, blank,
-    the failed answer (``failed_answer``) restated (:func:`hollow`), a text in ``repeated``, or,
-    given ``task_text`` (the problem's text), only the problem restated,
-    earns that whatever its retry did and in every group, before every other rule: such a text
-    cannot tell the retry anything about its problem. Learning run 71's trained model restated
-    the failed answer in 45 of 59 held-out reflections; run 72's, where only blanks and
-    restatements cost, wrote one phrase for 76 of 77. Online, offline and the round reports all
-    apply this one rule."""
+    see :func:`repeated_reflections`). With ``true_claims`` and ``task_text`` (the problem's
+    text, see :meth:`Task.user_text`), a reflection also earns 0 unless it states a true
+    equation over the problem's own numbers and no false one (:func:`equation_claims`). With
+    ``resubmit_reward``, a reflection whose retry failed by resubmitting the failed answer
+    (``resubmitted``, see :func:`resubmits`) earns that instead, before every other rule: the
+    worst thing a reflection can lead to. With ``hollow_reward``, a reflection that carries
+    nothing, blank, the failed answer (``failed_answer``) restated (:func:`hollow`), a text in
+    ``repeated``, or, given ``task_text``, only the problem restated, earns that whatever its
+    retry did and in every group, before every other rule: such a text cannot tell the retry
+    anything about its problem. Learning run 71's trained model restated the failed answer in
+    45 of 59 held-out reflections; run 72's, where only blanks and restatements cost, wrote one
+    phrase for 76 of 77. Online, offline and the round reports all apply this one rule."""
     if hollow_reward is not None and hollow(reflection, failed_answer, repeated, task_text):
         return hollow_reward
     if resubmit_reward is not None and resubmitted and retry_reward < 1.0:
@@ -128,8 +127,8 @@ def reflection_reward(
         return 0.0
     if repeated and reflection_key(reflection) in repeated:
         return 0.0
-    if problem is not None:
-        true, false = equation_claims(reflection, problem)
+    if true_claims and task_text is not None:
+        true, false = equation_claims(reflection, task_text)
         if false or not true:
             return 0.0
     return retry_reward

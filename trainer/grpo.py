@@ -196,12 +196,11 @@ class RetryReward:
         for t, p in zip(tasks, passed, strict=True):
             group.setdefault(t.id, []).append(p)
         rewards = [
-            reflection_reward(f, p, self.reward_blank, repeated,
-                              t.user_text() if self.true_claims else None, a,
+            reflection_reward(f, p, self.reward_blank, repeated, t.user_text(), a,
                               scoped_resubmit_reward(self.resubmit_reward, self.resubmit_scope,
                                                      group[t.id]),
                               failed_answer=fa, hollow_reward=self.hollow_reward,
-                              task_text=t.user_text())
+                              true_claims=self.true_claims)
             for t, f, p, a, fa in zip(tasks, reflections, passed, again, failed, strict=True)
         ]  # fmt: skip
         # Does the reflection already hold a full answer (the retry then only copies it)?

@@ -156,7 +156,6 @@ def _groups(
         needs_task = true_claims or judge_following or hollow_reward is not None
         task = Task.model_validate_json(e.task_json) if needs_task else None
         task_text = task.user_text() if task is not None else None
-        problem = task_text if true_claims else None
         paid = scoped_resubmit_reward(
             resubmit_reward, resubmit_scope, [float(c["reward"]) for c in e.group]
         )
@@ -166,12 +165,12 @@ def _groups(
                 float(c["reward"]),
                 reward_blank,
                 repeated,
-                problem,
+                task_text,
                 bool(c.get("resubmits")),
                 paid,
                 failed_answer=e.failed_answer,
                 hollow_reward=hollow_reward,
-                task_text=task_text,
+                true_claims=true_claims,
             )
             for c in e.group
         ]

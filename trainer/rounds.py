@@ -302,12 +302,11 @@ def sample_groups(
     )
     for task, failed_answer, done in failed:
         task_text = task.user_text()
-        problem = task_text if true_claims else None
         paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, _ in done])
         rewards = [
-            reflection_reward(t, r, reward_blank, repeated, problem, again, paid,
+            reflection_reward(t, r, reward_blank, repeated, task_text, again, paid,
                               failed_answer=failed_answer, hollow_reward=hollow_reward,
-                              task_text=task_text)
+                              true_claims=true_claims)
             for t, r, again in done
         ]  # fmt: skip
         report.reflections += len(rewards)
