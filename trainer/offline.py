@@ -322,6 +322,11 @@ def _anchor_kl(model: Any, reference: Any, ids: list[int]) -> Any:
     logp = torch.log_softmax(model(input_ids=batch).logits[0, :-1].float(), dim=-1)
     with torch.no_grad(), _reference(model, reference) as base:
         ref_logp = torch.log_softmax(base(input_ids=batch).logits[0, :-1].float(), dim=-1)
+    return _full_kl(ref_logp, logp)
+
+
+def _full_kl(ref_logp: Any, logp: Any) -> Any:
+    """KL(reference || policy) over the whole vocabulary at each position, averaged over them."""
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
 
 
@@ -403,8 +408,7 @@ def _retry_terms(model: Any, reference: Any, terms: list[RetryTerm]) -> list[Any
     values, refs = [], iter(ref)
     for t, logp in zip(terms, policy, strict=True):
         if t.kl:
-            ref_logp = next(refs)
-            values.append((ref_logp.exp() * (ref_logp - logp)).sum(-1).mean())
+            values.append(_full_kl(next(refs), logp))
         else:
             target = torch.tensor(t.ids[-t.last :]).unsqueeze(-1)
             values.append(-logp.gather(-1, target).mean())
