@@ -260,6 +260,26 @@ class Engine:
             raise VerificationFailed(trajectory)
         return trajectory
 
+    async def retry_after(
+        self, trajectory: Trajectory, reflection: str, *, branch: int
+    ) -> Candidate:
+        """The retry the model writes after ``reflection``, a text given to it in place of its own
+        reflection on ``trajectory``'s failed first attempt: the conversation is the one the
+        trajectory's reflections were written in (the same reflection and retry prompts), the
+        retry is generated and verified as any retry is, and the candidate is returned as branch
+        ``branch`` (``Reflection.given`` set; it is not added to the trajectory or the store).
+        Learning rounds give the model's own passing plain retry this way
+        (:func:`rrr_trainer.rounds.sample_groups`, ``plain_branch``). Raises
+        :class:`InfrastructureError` or :class:`VerifierError` as :meth:`run` does, and
+        :class:`ValueError` for a trajectory whose first try passed."""
+        if not trajectory.verdicts or trajectory.verdicts[0].passed:
+            raise ValueError("retry_after: the trajectory's first attempt did not fail")
+        task = trajectory.task
+        state = _Run(self, task, build_verifier(task.verifier), None, trajectory.attempts[0])
+        instruction = state._reflection_instruction(trajectory.verdicts[0])
+        prompt = reflection_messages(task, trajectory.attempts[:1], [], instruction)
+        return await state._branch(prompt, instruction, 0, branch=branch, given=reflection)
+
     def run_sync(self, task: Task | dict[str, Any], **kwargs: Any) -> Trajectory:
         """Blocking form of :meth:`run` (not callable from inside a running event loop)."""
         _no_running_loop("run_sync", "await engine.run(task)")
@@ -590,8 +610,15 @@ class _Run:
         return attempt, verdict
 
     async def _branch(
-        self, prompt: list[dict[str, Any]], instruction: str, failed_index: int, *, branch: int
+        self,
+        prompt: list[dict[str, Any]],
+        instruction: str,
+        failed_index: int,
+        *,
+        branch: int,
+        given: str | None = None,
     ) -> Candidate:
+        """One reflection and its retry; ``given``: the reflection's text, not generated."""
         task = self.task
         await self.emit(
             ReflectionStarted(
@@ -599,7 +626,10 @@ class _Run:
             )
         )
         started = utcnow()
-        output = await self._call(prompt, stage="reflection", index=failed_index, branch=branch)
+        if given is None:
+            output = await self._call(prompt, stage="reflection", index=failed_index, branch=branch)
+        else:
+            output = ModelOutput(text=given, finish_reason="stop")
         prompt_name = self.engine.prompts.get("reflection", task.family).name
         reflection = Reflection.from_output(
             output,
@@ -608,6 +638,7 @@ class _Run:
             instruction=instruction,
             prompt_name=prompt_name,
             started_at=started,
+            given=given is not None,
         )
         assert isinstance(reflection, Reflection)
         await self.emit(

@@ -348,6 +348,10 @@ class Reflection(Generation):
     after_attempt: int = 0
     #: Prompt file the instruction came from, e.g. ``reflection/math``.
     prompt_name: str = ""
+    #: True when the text was not written by the model in this conversation but given to it
+    #: (:meth:`~rrr_agent.Engine.retry_after`; learning rounds' plain branch): its retry is the
+    #: model's, its text is not, and it has no log-probs.
+    given: bool = False
 
 
 class Verdict(_Model):

@@ -3,6 +3,7 @@ gradient only on reflection tokens, rewards from rebuilt verifiers, checkpoints 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -893,6 +894,70 @@ def test_round_greedy_branch_puts_the_greedy_reflection_in_each_group(tmp_path: 
     greedy_text = "Add 17 and 25 of problem {}"
     specific = sample("specific", True)  # a greedy text of each problem's own carries something
     assert (specific.greedy_reflections, specific.greedy_carrying) == (3, 3)
+
+
+def test_round_plain_branch_gives_the_passing_plain_retry_as_a_reflection(tmp_path: Path) -> None:
+    """With ``plain_branch`` (and the plain control) a failure whose plain retry passed gets one
+    more candidate: that answer, given to the model as a reflection (``Reflection.given``, no
+    log-probs, never asked of the model), followed by the model's own retry, generated and
+    verified. Groups whose sampled reflections all failed become learnable; the report's
+    reflection counts and expected second try stay the model's own; offline training reads the
+    given branch as any other."""
+    from rrr_trainer.offline import _groups
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import load_settings
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        problem = messages[0]["content"]
+        if messages[-1]["content"] == PAPER_MATH:
+            return "Maybe divide."  # never helps
+        if len(messages) == 1:
+            return "7"  # every first attempt fails
+        if len(messages) == 3:  # the plain retry: problem, failed attempt, "try again"
+            return "5" if "(2)" in problem else "42"
+        return "42" if "42" in messages[-2]["content"] else "5"  # the retry copies its reflection
+
+    scripted = ScriptedModel(default=reply)
+    tasks = [math_task(prompt=f"What is 17 + 25? ({i})", id=f"t{i}") for i in range(3)]
+    settings = load_settings(log_path=tmp_path / "x.jsonl")
+
+    def sample(name: str, **kw: Any) -> Any:
+        scripted.requests.clear()
+        return sample_groups(tasks, scripted.model, tmp_path / f"{name}.jsonl", k=2,
+                             settings=settings, concurrency=1, plain_control=True,
+                             **kw)  # fmt: skip
+
+    off = sample("off")
+    assert (off.plain_recovered, off.plain_branches, off.learnable, off.all_failed) == (2, 0, 0, 3)
+    on = sample("on", plain_branch=True)
+    asked = [r for r in scripted.requests if r.messages[-1]["content"] == PAPER_MATH]
+    assert len(asked) == 6  # k = 2 reflections per failure, none for the given branch
+    assert (on.plain_branches, on.plain_branches_passed) == (2, 2)
+    assert (on.learnable, on.all_failed, on.all_passed) == (2, 1, 0)  # as training sees them
+    assert (on.reflections, on.retries_passed) == (6, 0)  # the model's own
+    assert on.second_try_rate == off.second_try_rate == 0.0  # the gate's score is unchanged
+    kept = {t.task.id: t for t in TrajectoryStore(tmp_path / "on.jsonl").read()}
+    given = kept["t0"].groups[0].candidates[-1]
+    assert given.branch == 2 and given.reflection is not None and given.reflection.given
+    assert (given.reflection.text, given.reflection.logprobs) == ("42", None)
+    assert given.retry is not None and given.retry.text == "42" and given.reward == 1.0
+    assert not any(c.reflection.given for c in kept["t0"].groups[0].candidates[:2])
+    assert kept["t0"].outcome == "failed"  # the trajectory is the model's own
+    assert len(kept["t2"].groups[0].candidates) == 2  # its plain retry failed: nothing given
+
+    examples, _, _ = build_failure_set([tmp_path / "on.jsonl"], holdout_fraction=0.0)
+    groups, skipped = _groups(examples)
+    assert sorted(g.rewards for g in groups) == [[0.0, 0.0, 1.0]] * 2
+    assert all(g.logprobs[-1] is None for g in groups) and skipped["all rewards equal"] == 1
+
+    with pytest.raises(ConfigError, match="plain_control"):
+        sample_groups(tasks, scripted.model, tmp_path / "bad.jsonl", k=2, settings=settings,
+                      plain_branch=True)  # fmt: skip
+    passed = Engine.from_settings(settings, model=ScriptedModel(default="42").model)
+    trajectory = passed.run_sync(tasks[0])
+    with pytest.raises(ValueError, match="did not fail"):
+        asyncio.run(passed.retry_after(trajectory, "42", branch=1))
 
 
 def test_round_keeps_only_failures_the_plain_retry_does_not_fix(tmp_path: Path) -> None:

@@ -96,6 +96,13 @@ class GroupReport:
     plain_asked: int = 0
     #: failures the plain retry (no reflection) fixed; with ``beyond_plain`` they are not kept
     plain_recovered: int = 0
+    #: with ``plain_branch``: the groups given the passing plain retry as one more reflection,
+    #: and how many of those given reflections' retries passed. The other counts of reflections
+    #: (``reflections``, ``retries_passed``, ``reflected_passes``, ...) are the model's own
+    #: only; the group counts (``learnable``, ``all_passed``, ``all_failed``) are as training
+    #: sees the groups, the given branch included
+    plain_branches: int = 0
+    plain_branches_passed: int = 0
     infrastructure_errors: int = 0
     #: summed over the kept failures: the share of its reflections whose retry earned 1
     reflected_passes: float = 0.0
@@ -166,6 +173,7 @@ def sample_groups(
     max_repeats: int = 0,
     beyond_plain: bool = False,
     plain_control: bool = False,
+    plain_branch: bool = False,
     true_claims: bool = False,
     resubmit_reward: float | None = None,
     resubmit_scope: str = "all",
@@ -201,6 +209,16 @@ def sample_groups(
     second try, on the same first attempts, so each round shows whether the sampling model's
     reflection beats saying nothing.
 
+    ``plain_branch`` (with ``plain_control``): where the plain retry passed, its answer is
+    given to the model as one more reflection of the group (branch ``k``,
+    :meth:`~rrr_agent.Engine.retry_after`), and the model's retry after it is generated and
+    verified as the others are; the given text has no log-probs and is logged with
+    ``Reflection.given``. The base model's sampled reflections led to a passing retry 3 % of
+    the time in learning run 79's first sample, its plain retry 51 %: the given branch puts
+    the model's own better answer in the groups where the reflections found none, so those
+    groups become learnable, and training raises the log-probability of writing that answer
+    when asked to reflect. The report's reflection counts stay the model's own.
+
     ``guard``: tasks of another skill that the model only answers (greedy first tries, no
     retry, never logged): :attr:`~GroupReport.guard_rate` shows what training costs elsewhere,
     and the round gate of :func:`train_rounds` can reject a model that forgets. They are sent
@@ -221,14 +239,19 @@ def sample_groups(
         reflection_temperature=reflection_temperature,
         reflection_greedy_branch=greedy_branch,
     )
+    if plain_branch and (not plain_control or beyond_plain):
+        raise ConfigError(
+            "sample_groups: plain_branch gives the passing plain retry as a reflection: it "
+            "needs plain_control, and beyond_plain drops the failures the plain retry fixes"
+        )
     asking = beyond_plain or plain_control
     plain = engine(LoopOptions(max_retries=1, reflect=False)) if asking else None
     store = TrajectoryStore(out)
     report = GroupReport(tasks=len(tasks))
     started = time.perf_counter()
     #: per kept failure: its task, its failed answer and its completed (reflection, retry
-    #: reward, the retry resubmitted the failed answer) triples
-    failed: list[tuple[Task, str | None, list[tuple[str, float, bool]]]] = []
+    #: reward, the retry resubmitted the failed answer, the reflection was given) tuples
+    failed: list[tuple[Task, str | None, list[tuple[str, float, bool, bool]]]] = []
     #: with ``greedy_branch``: (task id, greedy reflection, failed answer) per kept failure
     greedy: list[tuple[str, str | None, str | None]] = []
     gate = asyncio.Semaphore(concurrency)  # plain retries in flight
@@ -246,6 +269,19 @@ def sample_groups(
                 report.plain_recovered += 1
                 if beyond_plain:
                     return
+                answer = (control.attempts[1].text or "").strip()
+                if plain_branch and answer and traj.groups:
+                    async with gate:
+                        try:
+                            given = await reflecting.retry_after(traj, answer, branch=k)
+                        except (InfrastructureError, VerifierError):
+                            report.infrastructure_errors += 1
+                            return
+                    report.plain_branches += 1
+                    report.plain_branches_passed += given.reward == 1.0
+                    first, *rest = traj.groups
+                    first = first.model_copy(update={"candidates": [*first.candidates, given]})
+                    traj = traj.model_copy(update={"groups": [first, *rest]})
         store.append(traj)
         failed_answer = traj.attempts[0].text
         done = [
@@ -253,6 +289,7 @@ def sample_groups(
                 c.reflection.text or "",
                 float(c.reward),
                 resubmits(c.retry.text if c.retry else None, failed_answer),
+                c.reflection.given,
             )
             for g in traj.groups
             if g.after_attempt == 0
@@ -297,26 +334,30 @@ def sample_groups(
 
     asyncio.run(go())
     # Counted once the sample is complete: whether a text repeats depends on all of it.
+    # Training counts repeats over every logged text, the given ones included (offline.py).
     repeated = repeated_reflections(
-        ((task.id, text) for task, _, done in failed for text, _, _ in done), max_repeats
+        ((task.id, text) for task, _, done in failed for text, *_ in done), max_repeats
     )
     for task, failed_answer, done in failed:
         task_text = task.user_text()
-        paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, _ in done])
+        paid = scoped_resubmit_reward(resubmit_reward, resubmit_scope, [r for _, r, *_ in done])
         rewards = [
             reflection_reward(t, r, reward_blank, repeated, task_text, again, paid,
                               failed_answer=failed_answer, hollow_reward=hollow_reward,
                               true_claims=true_claims)
-            for t, r, again in done
+            for t, r, again, _ in done
         ]  # fmt: skip
-        report.reflections += len(rewards)
-        report.blank_reflections += sum(1 for t, _, _ in done if not t.strip())
-        report.repeated_reflections += sum(1 for t, _, _ in done if reflection_key(t) in repeated)
-        report.resubmitted += sum(1 for _, _, again in done if again)
-        report.hollow += sum(1 for t, _, _ in done if hollow(t, failed_answer, (), task_text))
-        report.retries_passed += sum(1 for r in rewards if r == 1.0)
-        if rewards:
-            report.reflected_passes += sum(1 for r in rewards if r == 1.0) / len(rewards)
+        own = [(t, again, reward)
+               for (t, _, again, given), reward in zip(done, rewards, strict=True)
+               if not given]  # fmt: skip
+        report.reflections += len(own)
+        report.blank_reflections += sum(1 for t, _, _ in own if not t.strip())
+        report.repeated_reflections += sum(1 for t, _, _ in own if reflection_key(t) in repeated)
+        report.resubmitted += sum(1 for _, again, _ in own if again)
+        report.hollow += sum(1 for t, _, _ in own if hollow(t, failed_answer, (), task_text))
+        report.retries_passed += sum(1 for _, _, r in own if r == 1.0)
+        if own:
+            report.reflected_passes += sum(1 for _, _, r in own if r == 1.0) / len(own)
         if rewards and all(r == 1.0 for r in rewards):
             report.all_passed += 1
         elif len(set(rewards)) > 1:  # a gradient: with resubmit_reward also among failures
@@ -379,6 +420,7 @@ def train_rounds(
     concurrency: int = 16,
     beyond_plain: bool = False,
     plain_control: bool = False,
+    plain_branch: bool = False,
     gate: float | None = None,
     gate_first_try: float = 0.0,
     guard: Sequence[Task] = (),
@@ -406,7 +448,8 @@ def train_rounds(
     ``beyond_plain``: keep only failures the plain retry does not fix (see :func:`sample_groups`).
     ``plain_control``: also ask each failure the plain retry, to report the control of each
     round's expected second try (:attr:`GroupReport.plain_second_try_rate`); training is as
-    without it.
+    without it. ``plain_branch`` (with ``plain_control``): where the plain retry passed, its
+    answer joins the group as a reflection given to the model (see :func:`sample_groups`).
 
     ``gate`` (a margin, e.g. 0.03; None: off): each round's sample scores the model that drew
     it by its expected second-try rate (:attr:`GroupReport.second_try_rate`, on the same
@@ -507,7 +550,8 @@ def train_rounds(
             reward_blank=config.reward_blank_reflections,
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
-            plain_control=plain_control, true_claims=config.reward_true_claims,
+            plain_control=plain_control, plain_branch=plain_branch,
+            true_claims=config.reward_true_claims,
             resubmit_reward=config.resubmit_reward, resubmit_scope=config.resubmit_scope,
             hollow_reward=config.hollow_reward, guard=guard, guard_concurrency=guard_concurrency,
         )  # fmt: skip
