@@ -39,9 +39,10 @@ __all__ = [
 ]
 
 #: Version of the trajectory record layout. Bump it on any change a reader must know about.
-#: 2: ``Attempt.tool_results`` (the SDK ran the attempt's tool calls). Version-1 records read as
-#: they are (the new field is optional).
-SCHEMA_VERSION = 2
+#: 2: ``Attempt.tool_results`` (the SDK ran the attempt's tool calls). 3: ``Reflection.given``
+#: (a text given to the model as its reflection, not written by it). Older records read as they
+#: are (the new fields are optional).
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> datetime:

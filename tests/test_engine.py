@@ -591,7 +591,12 @@ def test_trajectory_roundtrip_and_verifier_rebuilt_from_log(
     assert loaded.response_model == scripted.model
     assert loaded.rrr_version
     raw = json.loads((tmp_path / "t.jsonl").read_text())
-    assert raw["schema_version"] == SCHEMA_VERSION == 2 and raw["kind"] == "trajectory"
+    assert raw["schema_version"] == SCHEMA_VERSION == 3 and raw["kind"] == "trajectory"
+    assert raw["reflections"][0]["given"] is False  # written by the model
+    # A version-2 record (before ``Reflection.given``) reads as written by the model.
+    old = {**raw, "schema_version": 2}
+    old["reflections"] = [{k: v for k, v in r.items() if k != "given"} for r in raw["reflections"]]
+    assert Trajectory.model_validate(old).reflections[0].given is False
     # The trainer can rebuild the judge from the record alone and get the same verdicts.
     verifier = build_verifier(loaded.task.verifier)
     for attempt, verdict in zip(loaded.attempts, loaded.verdicts, strict=True):
