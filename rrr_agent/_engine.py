@@ -275,7 +275,7 @@ class Engine:
         if not trajectory.verdicts or trajectory.verdicts[0].passed:
             raise ValueError("retry_after: the trajectory's first attempt did not fail")
         task = trajectory.task
-        state = _Run(self, task, build_verifier(task.verifier), None, trajectory.attempts[0])
+        state = _Run(self, task, build_verifier(task.verifier), None)
         instruction = state._reflection_instruction(trajectory.verdicts[0])
         prompt = reflection_messages(task, trajectory.attempts[:1], [], instruction)
         return await state._branch(prompt, instruction, 0, branch=branch, given=reflection)

@@ -226,6 +226,12 @@ def sample_groups(
     changes near-tie answers from one batch to another, so the same model measured twice at 16
     differed on 7-12 answers of 200; one at a time it measured the same twice."""
 
+    if plain_branch and (not plain_control or beyond_plain):
+        raise ConfigError(
+            "sample_groups: plain_branch gives the passing plain retry as a reflection: it "
+            "needs plain_control, and beyond_plain drops the failures the plain retry fixes"
+        )
+
     def engine(options: LoopOptions, **sampling: Any) -> Engine:
         return Engine.from_settings(
             settings, model=model, options=options, log=False,
@@ -239,11 +245,6 @@ def sample_groups(
         reflection_temperature=reflection_temperature,
         reflection_greedy_branch=greedy_branch,
     )
-    if plain_branch and (not plain_control or beyond_plain):
-        raise ConfigError(
-            "sample_groups: plain_branch gives the passing plain retry as a reflection: it "
-            "needs plain_control, and beyond_plain drops the failures the plain retry fixes"
-        )
     asking = beyond_plain or plain_control
     plain = engine(LoopOptions(max_retries=1, reflect=False)) if asking else None
     store = TrajectoryStore(out)
