@@ -81,6 +81,8 @@ def _blends(text: str) -> list[float]:
 
 
 def parse_args() -> argparse.Namespace:
+    from rrr_trainer.rounds import PLAIN_BRANCH_FORMS  # no torch: --help stays fast
+
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -154,6 +156,16 @@ def parse_args() -> argparse.Namespace:
         "it); the model's retry after it is generated and verified as the others are. Run 79's "
         "first sample: the base model's sampled reflections led to a passing retry 3 %% of the "
         "time, its plain retry 51 %%",
+    )
+    parser.add_argument(
+        "--plain-branch-form",
+        choices=PLAIN_BRANCH_FORMS,
+        default="answer",
+        help="how --plain-branch writes the given reflection: 'answer', the plain retry's text "
+        "as it is (run 80); 'checked', the form the -demo prompts demonstrate, the failed "
+        "equation's value checked against the target, then the passing equation ('14 * 9 = "
+        "126, not 23. 14 + 9 = 23.'), written by the program from exact arithmetic and the "
+        "model's own passing answer",
     )
     parser.add_argument(
         "--reward-true-claims",
@@ -361,6 +373,9 @@ def main() -> None:
             "--plain-branch gives the passing plain retry as a reflection: it needs the plain "
             "control and not --beyond-plain-retry"
         )
+    if args.plain_branch_form != "answer" and not args.plain_branch:
+        raise SystemExit(f"--plain-branch-form {args.plain_branch_form} writes the given "
+                         "reflection of --plain-branch: add --plain-branch")  # fmt: skip
     guarding = bool(args.guard) and args.round_gate is not None
     if guarding and args.guard in (args.train, args.forgetting):
         raise SystemExit(
@@ -410,6 +425,12 @@ def main() -> None:
             list(probe_set.load())[: args.forgetting_limit],
         )
         families = {train_set.family, probe_set.family}
+        judged = {t.verifier.type for t in train_tasks}
+        if args.plain_branch_form == "checked" and judged != {"countdown"}:
+            raise SystemExit(
+                f"--plain-branch-form checked checks a Countdown equation; --train {args.train} "
+                f"is judged by {', '.join(sorted(judged))}"
+            )
         if args.anchor and get_taskset(args.anchor).family in families:
             raise SystemExit(
                 f"--anchor {args.anchor}: the anchor is trained on, so it holds another family "
@@ -545,6 +566,7 @@ def main() -> None:
             beyond_plain=args.beyond_plain_retry,
             plain_control=args.plain_control,
             plain_branch=args.plain_branch,
+            plain_branch_form=args.plain_branch_form,
             gate=args.round_gate,
             gate_first_try=args.gate_first_try,
             guard=guard,

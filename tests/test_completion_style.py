@@ -109,6 +109,26 @@ def test_countdown2_demo_sets_show_a_reflection_in_the_family_prompts() -> None:
     assert not problems & {(a, b, t) for a, b, t, *_ in REFLECTION_DEMOS}
 
 
+def test_checked_reflection_writes_the_demonstrated_form_from_exact_arithmetic() -> None:
+    """The program-written reflection (learning rounds' ``plain_branch_form="checked"``) is the
+    demonstrations' own text for their failures, and reads any failed answer as the verifier
+    does: a claimed value is checked, not believed; a value that is not whole gets two
+    decimals; no check where the failed answer is no equation or divides by zero."""
+    from rrr_agent.tasksets.countdown2 import REFLECTION_DEMOS, checked_reflection
+    from rrr_agent.verifiers.countdown import CountdownError
+
+    for _a, _b, target, wrong, reflection, right in REFLECTION_DEMOS:
+        assert checked_reflection(wrong, right, target) == reflection
+    assert checked_reflection(" 91 / 34", " 91 - 34", 57) == "91 / 34 = 2.68, not 57. 91 - 34 = 57."
+    assert checked_reflection("16 + 9 = 23", "16 + 7", 23) == "16 + 9 = 25, not 23. 16 + 7 = 23."
+    assert checked_reflection("35 - 39", "35+39 = 74", 74) == "35 - 39 = -4, not 74. 35+39 = 74."
+    assert checked_reflection("50 / 4", "50 / 2", 25) == "50 / 4 = 12.5, not 25. 50 / 2 = 25."
+    for unread in ("14, 9", "", None, "9 / 0", "__import__('os')"):
+        assert checked_reflection(unread, "14 + 9", 23) == "14 + 9 = 23."
+    with pytest.raises(CountdownError):
+        checked_reflection("14 * 9", "14 + 9 = 24", 23)
+
+
 def test_countdown2_shown_sets_demonstrate_the_plain_retry_as_well() -> None:
     """The -shown sets demonstrate both second turns, so the plain-retry control is as fairly
     prompted as the reflection: the -demo sets showed only reflections, and after the plain

@@ -1344,3 +1344,51 @@ def test_blend_weights_interpolates_every_tensor_and_loads(tiny: Path, tmp_path:
         blend_weights(tmp_path / "nowhere", trained, tmp_path / "bad-base", 0.5)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["blend-0.0", "blend-0.25", "blend-1.0", "trained", "wider"]  # no half-blend
+
+
+def test_round_plain_branch_checked_form_writes_the_demonstrated_reflection(tmp_path: Path) -> None:
+    """``plain_branch_form="checked"`` gives the passing plain retry in the form the ``-demo``
+    prompts demonstrate: the failed equation's value checked against the target, then the
+    model's own passing equation. The model's retry after it is its own, and verified; the
+    form refuses tasks that are not Countdown and needs ``plain_branch``."""
+    from rrr_trainer.rounds import sample_groups
+
+    from rrr_agent import load_settings
+    from rrr_agent.tasksets.countdown2 import make_task
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        last = messages[-1]["content"]
+        if len(messages) == 2:
+            return " 14 * 9"  # every first attempt fails (target 23)
+        if last.endswith("That was wrong. Try again. Equation:"):
+            return " 14 + 9"  # the plain retry passes
+        if last.endswith("Reflection:"):
+            return " Multiply again."
+        return " 14 + 9" if "14 + 9 = 23" in messages[-2]["content"] else " 14 * 9"
+
+    scripted = ScriptedModel(default=reply)
+    tasks = [make_task(14, 9, 23, task_id=f"c{i}") for i in range(2)]
+    settings = load_settings(log_path=tmp_path / "x.jsonl")
+    report = sample_groups(tasks, scripted.model, tmp_path / "on.jsonl", k=2, settings=settings,
+                           concurrency=1, plain_control=True, plain_branch=True,
+                           plain_branch_form="checked")  # fmt: skip
+    assert (report.plain_branches, report.plain_branches_passed, report.learnable) == (2, 2, 2)
+    kept = list(TrajectoryStore(tmp_path / "on.jsonl").read())
+    given = kept[0].groups[0].candidates[-1]
+    assert given.reflection is not None and given.reflection.given
+    assert given.reflection.text == "14 * 9 = 126, not 23. 14 + 9 = 23."
+    assert given.retry is not None and given.retry.text == " 14 + 9" and given.reward == 1.0
+    sampled = kept[0].groups[0].candidates[0]
+    assert sampled.reflection is not None and sampled.reflection.text.strip() == "Multiply again."
+
+    with pytest.raises(ConfigError, match="needs plain_branch"):
+        sample_groups(tasks, scripted.model, tmp_path / "bad.jsonl", k=2, settings=settings,
+                      plain_control=True, plain_branch_form="checked")  # fmt: skip
+    with pytest.raises(ConfigError, match="'exact' verifier"):
+        sample_groups([math_task(id="m")], scripted.model, tmp_path / "bad.jsonl", k=2,
+                      settings=settings, plain_control=True, plain_branch=True,
+                      plain_branch_form="checked")  # fmt: skip
+    with pytest.raises(ConfigError, match="one of answer, checked"):
+        sample_groups(tasks, scripted.model, tmp_path / "bad.jsonl", k=2, settings=settings,
+                      plain_control=True, plain_branch=True, plain_branch_form="shown")  # fmt: skip
+    assert not (tmp_path / "bad.jsonl").exists()

@@ -46,6 +46,7 @@ from rrr_agent import (
     VerifierError,
 )
 from rrr_agent.evaluation import first_tries
+from rrr_agent.tasksets.countdown2 import checked_reflection
 
 from .config import RRRTrainConfig
 from .data import (
@@ -58,7 +59,10 @@ from .data import (
     scoped_resubmit_reward,
 )
 
-__all__ = ["GroupReport", "RoundResult", "sample_groups", "train_rounds"]
+__all__ = ["PLAIN_BRANCH_FORMS", "GroupReport", "RoundResult", "sample_groups", "train_rounds"]
+
+#: How :func:`sample_groups` writes the passing plain retry it gives as a reflection.
+PLAIN_BRANCH_FORMS = ("answer", "checked")
 
 
 @dataclass(slots=True)
@@ -174,6 +178,7 @@ def sample_groups(
     beyond_plain: bool = False,
     plain_control: bool = False,
     plain_branch: bool = False,
+    plain_branch_form: str = "answer",
     true_claims: bool = False,
     resubmit_reward: float | None = None,
     resubmit_scope: str = "all",
@@ -218,6 +223,12 @@ def sample_groups(
     the model's own better answer in the groups where the reflections found none, so those
     groups become learnable, and training raises the log-probability of writing that answer
     when asked to reflect. The report's reflection counts stay the model's own.
+    ``plain_branch_form`` is how that answer is written: ``"answer"``, the plain retry's text
+    as it is; ``"checked"`` (Countdown tasks only), the form the ``-demo`` prompts demonstrate,
+    the failed equation's value checked against the target and then the passing equation
+    (:func:`rrr_agent.tasksets.countdown2.checked_reflection`: "14 * 9 = 126, not 23.
+    14 + 9 = 23."), a text the program writes from the verifier's arithmetic and the model's
+    own answer.
 
     ``guard``: tasks of another skill that the model only answers (greedy first tries, no
     retry, never logged): :attr:`~GroupReport.guard_rate` shows what training costs elsewhere,
@@ -231,6 +242,21 @@ def sample_groups(
             "sample_groups: plain_branch gives the passing plain retry as a reflection: it "
             "needs plain_control, and beyond_plain drops the failures the plain retry fixes"
         )
+    if plain_branch_form not in PLAIN_BRANCH_FORMS:
+        raise ConfigError(
+            f"sample_groups: plain_branch_form {plain_branch_form!r}: one of "
+            f"{', '.join(PLAIN_BRANCH_FORMS)}"
+        )
+    if plain_branch_form != "answer":
+        if not plain_branch:
+            raise ConfigError(f"sample_groups: plain_branch_form {plain_branch_form!r} "
+                              "writes the given branch: it needs plain_branch")  # fmt: skip
+        other = next((t for t in tasks if t.verifier.type != "countdown"), None)
+        if other is not None:
+            raise ConfigError(
+                f"sample_groups: plain_branch_form 'checked' checks a Countdown equation; task "
+                f"{other.id!r} is judged by a {other.verifier.type!r} verifier"
+            )
 
     def engine(options: LoopOptions, **sampling: Any) -> Engine:
         return Engine.from_settings(
@@ -272,6 +298,10 @@ def sample_groups(
                     return
                 answer = (control.attempts[1].text or "").strip()
                 if plain_branch and answer and traj.groups:
+                    if plain_branch_form == "checked":
+                        answer = checked_reflection(
+                            traj.attempts[0].text, answer, traj.task.verifier.params()["target"]
+                        )
                     async with gate:
                         try:
                             given = await reflecting.retry_after(traj, answer, branch=k)
@@ -422,6 +452,7 @@ def train_rounds(
     beyond_plain: bool = False,
     plain_control: bool = False,
     plain_branch: bool = False,
+    plain_branch_form: str = "answer",
     gate: float | None = None,
     gate_first_try: float = 0.0,
     guard: Sequence[Task] = (),
@@ -450,7 +481,8 @@ def train_rounds(
     ``plain_control``: also ask each failure the plain retry, to report the control of each
     round's expected second try (:attr:`GroupReport.plain_second_try_rate`); training is as
     without it. ``plain_branch`` (with ``plain_control``): where the plain retry passed, its
-    answer joins the group as a reflection given to the model (see :func:`sample_groups`).
+    answer joins the group as a reflection given to the model, written as
+    ``plain_branch_form`` says (see :func:`sample_groups`).
 
     ``gate`` (a margin, e.g. 0.03; None: off): each round's sample scores the model that drew
     it by its expected second-try rate (:attr:`GroupReport.second_try_rate`, on the same
@@ -552,7 +584,7 @@ def train_rounds(
             max_repeats=config.max_reflection_repeats,
             stop=stop, concurrency=concurrency, beyond_plain=beyond_plain,
             plain_control=plain_control, plain_branch=plain_branch,
-            true_claims=config.reward_true_claims,
+            plain_branch_form=plain_branch_form, true_claims=config.reward_true_claims,
             resubmit_reward=config.resubmit_reward, resubmit_scope=config.resubmit_scope,
             hollow_reward=config.hollow_reward, guard=guard, guard_concurrency=guard_concurrency,
         )  # fmt: skip

@@ -23,9 +23,11 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 from .._types import Message, Task, VerifierSpec
+from ..verifiers.countdown import CountdownError, evaluate, extract_equation, parse_equation
 from . import GENERATED, register_taskset
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "PLAIN_RETRY_DEMOS",
     "REFLECTION_DEMOS",
     "WORKED_EXAMPLES",
+    "checked_reflection",
     "generate_problems",
     "make_task",
 ]
@@ -74,6 +77,37 @@ PLAIN_RETRY_DEMOS = [
     (31, 4, 27, "31 + 4", "31 - 4"),
 ]
 DEMO_PLAIN_RETRY_PROMPT = "That was wrong. Try again. Equation:"
+
+
+def _value_text(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+
+
+def checked_reflection(failed: str | None, right: str, target: int) -> str:
+    """The reflection :data:`REFLECTION_DEMOS` demonstrate, written by a program: the failed
+    equation's value checked against the target, then the equation ``right`` that reaches it
+    ("14 * 9 = 126, not 23. 14 + 9 = 23."). Values are computed exactly by the verifier's
+    parser (:func:`~rrr_agent.verifiers.countdown.evaluate`, never Python's ``eval``); a value
+    that is not whole is written to two decimals ("91 / 34 = 2.68, not 57."). Where the failed
+    answer is no equation the parser reads, or divides by zero, the check is left out and only
+    the right equation is written. Learning rounds give it to the model as a reflection
+    (``benchmarks/learning.py --plain-branch-form checked``), ``right`` being the model's own
+    passing plain retry. Raises :class:`~rrr_agent.verifiers.countdown.CountdownError` when
+    ``right`` is not an equation."""
+    fix = parse_equation(extract_equation(right) or "", target).expression
+    check = ""
+    raw = extract_equation(failed or "")
+    if raw is not None:
+        try:
+            parsed = parse_equation(raw)
+            value = evaluate(parsed.tree)
+        except (CountdownError, ZeroDivisionError):
+            pass
+        else:
+            check = f"{parsed.expression} = {_value_text(value)}, not {target}. "
+    return f"{check}{fix} = {target}."
 
 
 def _problem(rng: random.Random) -> tuple[int, int, int, str]:
