@@ -373,9 +373,6 @@ def main() -> None:
             "--plain-branch gives the passing plain retry as a reflection: it needs the plain "
             "control and not --beyond-plain-retry"
         )
-    if args.plain_branch_form != "answer" and not args.plain_branch:
-        raise SystemExit(f"--plain-branch-form {args.plain_branch_form} writes the given "
-                         "reflection of --plain-branch: add --plain-branch")  # fmt: skip
     guarding = bool(args.guard) and args.round_gate is not None
     if guarding and args.guard in (args.train, args.forgetting):
         raise SystemExit(
@@ -398,7 +395,7 @@ def main() -> None:
     from rrr_trainer import RRRTrainConfig
     from rrr_trainer.blend import blend_weights
     from rrr_trainer.plots import plot_metrics
-    from rrr_trainer.rounds import train_rounds
+    from rrr_trainer.rounds import check_plain_branch, train_rounds
 
     from rrr_agent import ConfigError, DataError, InfrastructureError, embedded, load_settings
     from rrr_agent.evaluation import EvalReport, evaluate
@@ -425,12 +422,13 @@ def main() -> None:
             list(probe_set.load())[: args.forgetting_limit],
         )
         families = {train_set.family, probe_set.family}
-        judged = {t.verifier.type for t in train_tasks}
-        if args.plain_branch_form == "checked" and judged != {"countdown"}:
-            raise SystemExit(
-                f"--plain-branch-form checked checks a Countdown equation; --train {args.train} "
-                f"is judged by {', '.join(sorted(judged))}"
-            )
+        try:
+            check_plain_branch(train_tasks, plain_branch=args.plain_branch,
+                               plain_control=args.plain_control,
+                               beyond_plain=args.beyond_plain_retry,
+                               plain_branch_form=args.plain_branch_form)  # fmt: skip
+        except ConfigError as e:
+            raise SystemExit(f"--plain-branch-form: {e}") from None
         if args.anchor and get_taskset(args.anchor).family in families:
             raise SystemExit(
                 f"--anchor {args.anchor}: the anchor is trained on, so it holds another family "

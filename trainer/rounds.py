@@ -59,10 +59,49 @@ from .data import (
     scoped_resubmit_reward,
 )
 
-__all__ = ["PLAIN_BRANCH_FORMS", "GroupReport", "RoundResult", "sample_groups", "train_rounds"]
+__all__ = [
+    "PLAIN_BRANCH_FORMS",
+    "GroupReport",
+    "RoundResult",
+    "check_plain_branch",
+    "sample_groups",
+    "train_rounds",
+]
 
 #: How :func:`sample_groups` writes the passing plain retry it gives as a reflection.
 PLAIN_BRANCH_FORMS = ("answer", "checked")
+
+
+def check_plain_branch(
+    tasks: Sequence[Task],
+    *,
+    plain_branch: bool,
+    plain_control: bool,
+    beyond_plain: bool,
+    plain_branch_form: str,
+) -> None:
+    """Raise :class:`ConfigError` unless ``plain_branch`` with ``form`` can run on ``tasks``
+    (see :func:`sample_groups`); the benchmark calls it before loading any model."""
+    if plain_branch and (not plain_control or beyond_plain):
+        raise ConfigError(
+            "sample_groups: plain_branch gives the passing plain retry as a reflection: it "
+            "needs plain_control, and beyond_plain drops the failures the plain retry fixes"
+        )
+    if plain_branch_form not in PLAIN_BRANCH_FORMS:
+        raise ConfigError(
+            f"sample_groups: plain_branch_form {plain_branch_form!r}: one of "
+            f"{', '.join(PLAIN_BRANCH_FORMS)}"
+        )
+    if plain_branch_form != "answer":
+        if not plain_branch:
+            raise ConfigError(f"sample_groups: plain_branch_form {plain_branch_form!r} "
+                              "writes the given branch: it needs plain_branch")  # fmt: skip
+        other = next((t for t in tasks if t.verifier.type != "countdown"), None)
+        if other is not None:
+            raise ConfigError(
+                f"sample_groups: plain_branch_form 'checked' checks a Countdown equation; task "
+                f"{other.id!r} is judged by a {other.verifier.type!r} verifier"
+            )
 
 
 @dataclass(slots=True)
@@ -237,26 +276,8 @@ def sample_groups(
     changes near-tie answers from one batch to another, so the same model measured twice at 16
     differed on 7-12 answers of 200; one at a time it measured the same twice."""
 
-    if plain_branch and (not plain_control or beyond_plain):
-        raise ConfigError(
-            "sample_groups: plain_branch gives the passing plain retry as a reflection: it "
-            "needs plain_control, and beyond_plain drops the failures the plain retry fixes"
-        )
-    if plain_branch_form not in PLAIN_BRANCH_FORMS:
-        raise ConfigError(
-            f"sample_groups: plain_branch_form {plain_branch_form!r}: one of "
-            f"{', '.join(PLAIN_BRANCH_FORMS)}"
-        )
-    if plain_branch_form != "answer":
-        if not plain_branch:
-            raise ConfigError(f"sample_groups: plain_branch_form {plain_branch_form!r} "
-                              "writes the given branch: it needs plain_branch")  # fmt: skip
-        other = next((t for t in tasks if t.verifier.type != "countdown"), None)
-        if other is not None:
-            raise ConfigError(
-                f"sample_groups: plain_branch_form 'checked' checks a Countdown equation; task "
-                f"{other.id!r} is judged by a {other.verifier.type!r} verifier"
-            )
+    check_plain_branch(tasks, plain_branch=plain_branch, plain_control=plain_control,
+                       beyond_plain=beyond_plain, plain_branch_form=plain_branch_form)  # fmt: skip
 
     def engine(options: LoopOptions, **sampling: Any) -> Engine:
         return Engine.from_settings(
