@@ -294,6 +294,15 @@ def parse_args() -> argparse.Namespace:
         "answer. 0: measured, not paid. Default: off",
     )
     parser.add_argument(
+        "--retry-follow-form",
+        choices=("logged", "bare"),
+        default="logged",
+        help="what the follow term reads as the retry: 'logged', the retry as written; 'bare', "
+        'its answer alone, a value claimed after it dropped ("91 - 34 = 57." read as '
+        '"91 - 34"). Held-out, 8 of run 82\'s 60 trained retries hit the target but copied a '
+        "false value from their reflection, which the verifier fails (needs --retry-follow-beta)",
+    )
+    parser.add_argument(
         "--reflection-temperature",
         type=float,
         default=0.7,
@@ -470,6 +479,7 @@ def main() -> None:
         retry_anchor_beta=args.retry_anchor_beta,
         retry_anchor_rewarded_beta=args.retry_anchor_rewarded_beta,
         retry_follow_beta=args.retry_follow_beta,
+        retry_follow_form=args.retry_follow_form,
     )
     try:
         config.validate()

@@ -553,6 +553,78 @@ def test_the_follow_term_teaches_the_retry_to_carry_out_a_right_reflection(
         config(tmp_path, tiny, mode="offline", retry_follow_beta=-1.0).validate()
 
 
+def test_the_follow_term_bare_form_reads_the_answer_without_its_claimed_value(
+    tmp_path: Path, tiny: Path
+) -> None:
+    """With ``retry_follow_form='bare'`` the follow term reads a followed retry as its answer
+    alone: "17 + 25 = 42." as "17 + 25", the value a retry copied from its reflection dropped
+    (the Countdown verifier fails an answer whose claimed value is not the target). The retry
+    anchors still read the retry as logged. Through the real engine and Countdown verifier, then
+    the training loop: the measured follow term differs between the forms from the first step."""
+    from rrr_trainer import train as run_training
+    from rrr_trainer.data import bare_answer
+    from rrr_trainer.offline import _groups, retry_anchor_choices, retry_anchor_ids
+    from transformers import AutoTokenizer
+
+    from rrr_agent import LoopOptions
+
+    assert bare_answer("91 - 34 = 57.") == "91 - 34"
+    assert bare_answer(" 91 - 34. ") == "91 - 34"
+    assert bare_answer("(4 + 5) * 2 = 18") == "(4 + 5) * 2"
+    assert bare_answer("31 + 62 = 103.") == "31 + 62"  # a false claim goes with the rest
+    assert bare_answer("42") == "42" and bare_answer(None) == "" and bare_answer("  ") == ""
+    assert bare_answer("x = 5") == "x = 5"  # not arithmetic: as written
+    assert bare_answer("The answer is 7 = 7.") == "The answer is 7 = 7."
+
+    log = tmp_path / "bare.jsonl"
+    reflections = iter(["17 + 25 = 42.", "Maybe multiply.", "I should add them.", "Divide?"] * 3)
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[-1]["content"] == PAPER_MATH:
+            return next(reflections)
+        if len(messages) == 1:
+            return "17 * 25"  # first attempt: wrong
+        said = messages[-2]["content"]
+        return "17 + 25 = 42." if "add" in said or "42" in said else "25 - 17"
+
+    engine = Engine(ScriptedModel(default=reply).model, store=TrajectoryStore(log),
+                    options=LoopOptions(reflections=4))  # fmt: skip
+    for i in range(3):
+        spec = {"type": "countdown", "numbers": [17, 25], "target": 42}
+        engine.run_sync(Task.from_prompt(f"Make 42 from 17 and 25 ({i}).", spec, family="math"))
+    train, _, _ = build_failure_set([log], holdout_fraction=0.0)
+    groups, _ = _groups(train, judge_following=True)
+    assert len(groups) == 3
+    g = groups[0]
+    (j,) = retry_anchor_choices(g, "followed")
+    assert g.reflections[j] == "17 + 25 = 42." and g.retries[j] == "17 + 25 = 42."
+    tok = AutoTokenizer.from_pretrained(str(tiny))
+    cfg = config(tmp_path, tiny, mode="offline", retry_follow_beta=1.0, retry_follow_form="bare",
+                 max_reflection_tokens=32)  # fmt: skip
+    logged = retry_anchor_ids(g, j, tok, cfg, tok.eos_token_id)
+    bare = retry_anchor_ids(g, j, tok, cfg, tok.eos_token_id, bare=True)
+    assert logged is not None and bare is not None
+    assert tok.decode(logged[0][-logged[1] : -1]).strip() == "17 + 25 = 42."
+    assert tok.decode(bare[0][-bare[1] : -1]).strip() == "17 + 25"
+    assert bare[0][: -bare[1]] == logged[0][: -logged[1]]  # the same conversation before it
+
+    first = {}
+    for form in ("logged", "bare"):
+        cfg = config(tmp_path, tiny, mode="offline", max_steps=1, per_device_train_batch_size=4,
+                     output_dir=str(tmp_path / form), retry_follow_beta=0.0,
+                     retry_follow_form=form)  # fmt: skip
+        run_training(cfg, [log])
+        rows = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").open()]
+        first[form] = rows[0]["retry_follow_nll"]
+    assert first["logged"] != pytest.approx(first["bare"], rel=1e-3), first
+
+    with pytest.raises(ConfigError, match=r"retry_follow_form \('bare'\) is the follow term's"):
+        config(tmp_path, tiny, mode="offline", retry_follow_form="bare").validate()
+    with pytest.raises(ConfigError, match="retry_follow_form must be 'logged' or 'bare'"):
+        config(tmp_path, tiny, mode="offline", retry_follow_beta=1.0,
+               retry_follow_form="stripped").validate()  # fmt: skip
+
+
 def test_offline_refuses_settings_it_would_ignore(tmp_path: Path, tiny: Path) -> None:
     with pytest.raises(ConfigError) as info:
         RRRTrainConfig.from_sources(None, mode="offline", loss_type="grpo",

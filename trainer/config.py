@@ -184,6 +184,15 @@ class RRRTrainConfig:
         "GRPO then paid the safest second attempt, a phrase or the failed answer again). "
         "None: off; 0: measured (metrics' retry_follow_nll), not paid.",
     )
+    retry_follow_form: Literal["logged", "bare"] = _f(
+        "logged",
+        "What the follow term (retry_follow_beta) reads as the retry: 'logged', the retry as it "
+        "was written; 'bare', its answer alone: a value claimed after an arithmetic answer and a "
+        'trailing period dropped ("91 - 34 = 57." is read as "91 - 34"; other answers as '
+        "logged). The Countdown verifier fails an answer whose claimed value is not the target, "
+        "and retries copy their reflection's claim: held-out, 8 of run 82's 60 trained retries "
+        "hit the target with a false value after it.",
+    )
     reflection_temperature: float = _f(1.0, "Sampling temperature of reflections.")
     retry_temperature: float = _f(0.0, "Temperature of the retry (0 = greedy: less reward noise).")
     reflection_stop: Literal["auto", "newline", "eos"] = _f(
@@ -259,6 +268,15 @@ class RRRTrainConfig:
         if self.resubmit_scope not in ("all", "with_pass"):
             raise ConfigError(
                 f"resubmit_scope must be 'all' or 'with_pass', not {self.resubmit_scope!r}"
+            )
+        if self.retry_follow_form not in ("logged", "bare"):
+            raise ConfigError(
+                f"retry_follow_form must be 'logged' or 'bare', not {self.retry_follow_form!r}"
+            )
+        if self.retry_follow_form != "logged" and self.retry_follow_beta is None:
+            raise ConfigError(
+                f"retry_follow_form ({self.retry_follow_form!r}) is the follow term's text; it "
+                "needs retry_follow_beta"
             )
         for name in ("retry_anchor_beta", "retry_anchor_rewarded_beta", "retry_follow_beta"):
             weight = getattr(self, name)

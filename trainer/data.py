@@ -206,6 +206,18 @@ def answer_key(text: str | None) -> str:
     return key
 
 
+def bare_answer(text: str | None) -> str:
+    """An answer alone, as the follow term's 'bare' form reads a retry: an arithmetic answer
+    without a value claimed after it or a trailing period, its own spacing kept ("91 - 34 = 57."
+    is "91 - 34"); any other text stripped and otherwise as written. The Countdown verifier fails
+    an answer whose claimed value is not the target, and a retry copies its reflection's claim."""
+    stripped = (text or "").strip()
+    arithmetic = _ARITHMETIC_ANSWER.match(stripped.rstrip(".").rstrip())
+    if arithmetic and re.search(r"\d", arithmetic.group("expr")):
+        return arithmetic.group("expr").strip()
+    return stripped
+
+
 def resubmits(retry: str | None, failed: str | None) -> bool:
     """Whether a retry resubmits the failed answer it follows (:func:`answer_key`; a blank
     answer is never a resubmission). Held-out, runs 25 and 26's trained models did so after 28

@@ -74,6 +74,7 @@ from rrr_agent import DataError, JsonlAppender, Reflection, Task, require_extra,
 from .config import RRRTrainConfig
 from .data import (
     FailureExample,
+    bare_answer,
     hollow,
     reflection_key,
     reflection_reward,
@@ -292,15 +293,24 @@ def retry_anchor_choices(group: OfflineGroup, scope: RetryScope = "all") -> list
 
 
 def retry_anchor_ids(
-    group: OfflineGroup, i: int, tokenizer: Any, config: RRRTrainConfig, end_token: int
+    group: OfflineGroup,
+    i: int,
+    tokenizer: Any,
+    config: RRRTrainConfig,
+    end_token: int,
+    *,
+    bare: bool = False,
 ) -> tuple[list[int], int] | None:
     """The ids of the conversation that led to reflection ``i``'s logged retry: the reflection
     prompt, the reflection, the retry instruction, then the retry and the end token (encoded as
-    :func:`_encode` encodes a reflection), and how many ids at the end are the retry's. None when
-    no retry was logged after that reflection."""
+    :func:`_encode` encodes a reflection), and how many ids at the end are the retry's. With
+    ``bare`` the retry is its answer alone (:func:`~rrr_trainer.data.bare_answer`: the follow
+    term's 'bare' form). None when no retry was logged after that reflection."""
     retry = group.retries[i] if i < len(group.retries) else None
     if retry is None:
         return None
+    if bare:
+        retry = bare_answer(retry)
     messages = retry_messages(
         group.prompt, Reflection(text=group.reflections[i]), group.retry_instruction
     )
@@ -581,7 +591,10 @@ def train_offline(
                 for scope, weight, sink, kl in terms:
                     if weight is None or not (held := retry_anchor_choices(g, scope)):
                         continue
-                    found = retry_anchor_ids(g, rng.choice(held), tokenizer, config, end_token)
+                    bare = scope == "followed" and config.retry_follow_form == "bare"
+                    found = retry_anchor_ids(
+                        g, rng.choice(held), tokenizer, config, end_token, bare=bare
+                    )
                     assert found is not None
                     drawn.append((RetryTerm(*found, kl=kl), weight, sink))
                 if not drawn:
