@@ -200,10 +200,17 @@ def answer_key(text: str | None) -> str:
     "16 + 9 = 23" in 32 of 68 held-out reflections, and the retry resubmitted it; compared as
     whole texts, neither counted as a restatement."""
     key = " ".join((text or "").split()).rstrip(".").rstrip()
-    arithmetic = _ARITHMETIC_ANSWER.match(key)
+    expr = _arithmetic_expression(key)
+    return key if expr is None else "".join(expr.split())
+
+
+def _arithmetic_expression(answer: str) -> str | None:
+    """The expression of an arithmetic answer (one with a digit), a value claimed after it
+    dropped; None for any other text (:data:`_ARITHMETIC_ANSWER`)."""
+    arithmetic = _ARITHMETIC_ANSWER.match(answer)
     if arithmetic and re.search(r"\d", arithmetic.group("expr")):
-        return "".join(arithmetic.group("expr").split())
-    return key
+        return arithmetic.group("expr")
+    return None
 
 
 def bare_answer(text: str | None) -> str:
@@ -212,10 +219,8 @@ def bare_answer(text: str | None) -> str:
     is "91 - 34"); any other text stripped and otherwise as written. The Countdown verifier fails
     an answer whose claimed value is not the target, and a retry copies its reflection's claim."""
     stripped = (text or "").strip()
-    arithmetic = _ARITHMETIC_ANSWER.match(stripped.rstrip(".").rstrip())
-    if arithmetic and re.search(r"\d", arithmetic.group("expr")):
-        return arithmetic.group("expr").strip()
-    return stripped
+    expr = _arithmetic_expression(stripped.rstrip(".").rstrip())
+    return stripped if expr is None else expr.strip()
 
 
 def resubmits(retry: str | None, failed: str | None) -> bool:
